@@ -1,0 +1,310 @@
+"""Settings: one frozen object, loaded once by an entry point and passed down.
+
+Precedence, highest first: command-line options, ``PYFI_*`` environment
+variables, the ini file, and the embedded defaults. The embedded defaults put a
+SQLite database, a kombu filesystem-transport folder and a SQLite result store
+under the user's data directory, so ``flow`` works on one machine with no
+server at all. Only entry points (the CLI, the web app) read the environment;
+everything else receives a :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import platformdirs
+
+from pyfi.errors import ConfigurationError
+
+# Environment variables, declared once.
+ENV_DB = "PYFI_DB"
+ENV_BROKER = "PYFI_BROKER"
+ENV_BACKEND = "PYFI_BACKEND"
+ENV_INI = "PYFI_INI"
+ENV_DATA_DIR = "PYFI_DATA_DIR"
+ENV_DEBUG = "PYFI_DEBUG"
+
+APP_NAME = "pyfi"
+
+# Where each URI lives in the ini file: (section, option).
+INI_KEYS: Mapping[str, tuple[str, str]] = {
+    "database_url": ("database", "uri"),
+    "broker_url": ("broker", "uri"),
+    "backend_url": ("backend", "uri"),
+}
+ENV_KEYS: Mapping[str, str] = {
+    "database_url": ENV_DB,
+    "broker_url": ENV_BROKER,
+    "backend_url": ENV_BACKEND,
+}
+LABELS: Mapping[str, str] = {
+    "database_url": "database URI",
+    "broker_url": "message broker URI",
+    "backend_url": "result backend URI",
+}
+
+DATABASE_SCHEMES = ("postgresql", "sqlite")
+BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "filesystem", "memory")
+BACKEND_SCHEMES = ("redis", "rediss", "sqlite")
+
+
+def default_ini_path() -> Path:
+    """The ini file used when neither ``--ini`` nor ``PYFI_INI`` names one."""
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "pyfi.ini"
+
+
+def default_data_dir() -> Path:
+    """Where the embedded database, broker folder and results live."""
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def embedded_defaults(data_dir: Path) -> dict[str, str]:
+    """The server-free URIs rooted at ``data_dir``."""
+    root = data_dir.resolve()
+    return {
+        "database_url": f"sqlite:///{root / 'pyfi.sqlite'}",
+        "broker_url": f"filesystem://{root / 'broker'}",
+        "backend_url": f"sqlite:///{root / 'results.sqlite'}",
+    }
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration of one pyfi process."""
+
+    database_url: str
+    broker_url: str
+    backend_url: str
+    data_dir: Path
+    ini_path: Path
+    debug: bool = False
+    # Where each value came from ("option", "env", "ini" or "default"), for
+    # `flow config show` and for error messages that point at the culprit.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when every component runs in-process on local files."""
+        return (
+            self.database_url.startswith("sqlite")
+            and self.broker_url.startswith(("filesystem", "memory"))
+            and self.backend_url.startswith("sqlite")
+        )
+
+    def masked(self) -> dict[str, str]:
+        """The settings as strings, with every password replaced by ``***``."""
+        return {
+            "database_url": mask_url(self.database_url),
+            "broker_url": mask_url(self.broker_url),
+            "backend_url": mask_url(self.backend_url),
+            "data_dir": str(self.data_dir),
+            "ini_path": str(self.ini_path),
+            "debug": str(self.debug).lower(),
+        }
+
+
+def load_settings(
+    options: Mapping[str, object | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve the effective settings.
+
+    Parameters
+    ----------
+    options:
+        Values given on the command line, keyed by field name
+        (``database_url``, ``broker_url``, ``backend_url``, ``ini_path``,
+        ``debug``); ``None`` means "not given".
+    environ:
+        The environment to read ``PYFI_*`` variables from.
+
+    Returns
+    -------
+    Settings
+        Validated settings with normalised URIs.
+
+    Raises
+    ------
+    ConfigurationError
+        If a URI is malformed or an explicitly named ini file is unreadable.
+    """
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    environ = environ if environ is not None else {}
+
+    data_dir = Path(environ.get(ENV_DATA_DIR) or default_data_dir()).expanduser()
+    explicit_ini = options.get("ini_path") or environ.get(ENV_INI)
+    ini_path = Path(str(explicit_ini)).expanduser() if explicit_ini else default_ini_path()
+    ini_values = read_ini(ini_path, required=bool(explicit_ini))
+    defaults = embedded_defaults(data_dir)
+
+    values: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for key in INI_KEYS:
+        candidates = (
+            ("option", options.get(key)),
+            ("env", environ.get(ENV_KEYS[key])),
+            ("ini", ini_values.get(key)),
+            ("default", defaults[key]),
+        )
+        source, value = next((s, str(v)) for s, v in candidates if v)
+        values[key] = value
+        sources[key] = source
+
+    debug_env = environ.get(ENV_DEBUG, "").lower() in ("1", "true", "yes", "on")
+    debug = bool(options.get("debug")) or debug_env
+
+    where = {key: _describe_source(key, sources[key], ini_path) for key in INI_KEYS}
+    return Settings(
+        database_url=normalise_database_url(values["database_url"], where["database_url"]),
+        broker_url=validate_url(values["broker_url"], BROKER_SCHEMES, "broker_url", where),
+        backend_url=validate_url(values["backend_url"], BACKEND_SCHEMES, "backend_url", where),
+        data_dir=data_dir,
+        ini_path=ini_path,
+        debug=debug,
+        sources=sources,
+    )
+
+
+def _describe_source(key: str, source: str, ini_path: Path) -> str:
+    return {
+        "option": f"the --{key.split('_')[0].replace('database', 'db')} option",
+        "env": ENV_KEYS[key],
+        "ini": str(ini_path),
+        "default": "the embedded default",
+    }[source]
+
+
+def read_ini(path: Path, *, required: bool) -> dict[str, str]:
+    """Read the URIs from an ini file; a missing default file is not an error."""
+    if not path.exists():
+        if required:
+            raise ConfigurationError(
+                f"ini file {path} does not exist; create it with `flow --config` "
+                "or point --ini/PYFI_INI at an existing file"
+            )
+        return {}
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, OSError, UnicodeDecodeError) as exc:
+        first_line = str(exc).splitlines()[0]
+        raise ConfigurationError(
+            f"cannot read ini file {path}: {first_line}; fix it or rewrite it with `flow --config`"
+        ) from exc
+    return {
+        key: parser.get(section, option)
+        for key, (section, option) in INI_KEYS.items()
+        if parser.has_option(section, option) and parser.get(section, option).strip()
+    }
+
+
+def write_ini(path: Path, values: Mapping[str, str]) -> None:
+    """Write the URIs to ``path``, readable by the owner only (it may hold passwords)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    for key, (section, option) in INI_KEYS.items():
+        if values.get(key):
+            parser.setdefault(section, {})
+            parser[section][option] = values[key]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        parser.write(handle)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written ini
+
+
+def normalise_database_url(url: str, where: str) -> str:
+    """Validate a database URI and pin PostgreSQL to the psycopg 3 driver.
+
+    ``postgresql://`` and ``postgres://`` would otherwise select psycopg2,
+    which pyfi does not install.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    hint = "expected e.g. postgresql://user@host:5432/pyfi or sqlite:////path/to/pyfi.sqlite"
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(
+            f"the database URI from {where} is malformed: {mask_url(url)!r}; {hint}"
+        ) from exc
+    backend = parsed.get_backend_name()
+    if backend not in DATABASE_SCHEMES:
+        raise ConfigurationError(
+            f"the database URI from {where} uses {backend!r}, which pyfi does not support; {hint}"
+        )
+    if backend == "postgresql":
+        if parsed.drivername in ("postgresql", "postgresql+psycopg2"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        if not parsed.host and not parsed.query.get("host"):
+            raise ConfigurationError(
+                f"the database URI from {where} names no host: {mask_url(url)!r}; {hint}"
+            )
+    return parsed.render_as_string(hide_password=False)
+
+
+def validate_url(
+    url: str, schemes: tuple[str, ...], key: str, where: Mapping[str, str]
+) -> str:
+    """Check a broker or backend URI's scheme and shape."""
+    label = LABELS[key]
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    examples = ", ".join(f"{s}://" for s in schemes)
+    if not scheme or "://" not in url:
+        raise ConfigurationError(
+            f"the {label} from {where[key]} is malformed: {mask_url(url)!r}; "
+            f"expected one of {examples}"
+        )
+    if scheme not in schemes:
+        raise ConfigurationError(
+            f"the {label} from {where[key]} uses {scheme!r}, which pyfi does not support "
+            f"here; expected one of {examples}"
+        )
+    if scheme in ("amqp", "amqps", "pyamqp", "redis", "rediss"):
+        try:
+            parts.port  # noqa: B018  (raises ValueError on a non-numeric port)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"the {label} from {where[key]} has an invalid port: {mask_url(url)!r}"
+            ) from exc
+        if not parts.hostname:
+            raise ConfigurationError(
+                f"the {label} from {where[key]} names no host: {mask_url(url)!r}"
+            )
+    if scheme == "filesystem" and not parts.path:
+        raise ConfigurationError(
+            f"the {label} from {where[key]} names no folder; expected filesystem:///path/to/dir"
+        )
+    return url
+
+
+def mask_url(url: str) -> str:
+    """Replace the password in a URI with ``***`` (for logs and `config show`)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URI>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    netloc = f"{user}:***@{host}{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def filesystem_broker_dir(url: str) -> Path:
+    """The folder a ``filesystem://`` broker URI points at."""
+    return Path(urlsplit(url).path)

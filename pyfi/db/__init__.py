@@ -1,0 +1,1 @@
+"""The meta-model database: models, engine and sessions, schema management."""

@@ -1,0 +1,80 @@
+"""What happened: calls of socket functions, their events, and the audit log."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from pyfi.db.base import Audited, Base, Identified, name_str, optional_timestamp, timestamp
+from pyfi.db.enums import CallState, EventName
+from pyfi.db.types import enum_column
+
+
+class Call(Identified, Audited, Base):
+    """One invocation of a socket function.
+
+    ``parent_id`` is deliberately not a foreign key: call records are written
+    in batches, possibly out of order, and a child may land before its parent.
+    The socket is kept by name as well as by id so history outlives the socket.
+    """
+
+    __tablename__ = "calls"
+    __table_args__ = (Index("ix_calls_socket_id_created", "socket_id", "created"),)
+
+    name: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
+    socket_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("sockets.id", ondelete="SET NULL")
+    )
+    tracking_id: Mapped[uuid.UUID] = mapped_column(nullable=False, index=True)
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    state: Mapped[CallState] = mapped_column(
+        enum_column(CallState, "call_state"), nullable=False, default=CallState.PENDING, index=True
+    )
+    argument: Mapped[str | None] = mapped_column(String(120))
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    started: Mapped[optional_timestamp]
+    finished: Mapped[optional_timestamp]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    events: Mapped[list[Event]] = relationship(
+        back_populates="call",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="Event.created",
+    )
+
+
+class Event(Identified, Base):
+    """A lifecycle event of a call: received, prerun, postrun, retry, failure."""
+
+    __tablename__ = "events"
+
+    name: Mapped[EventName] = mapped_column(enum_column(EventName, "event_name"), nullable=False)
+    note: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(120))
+    created: Mapped[timestamp]
+    call_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("calls.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+
+    call: Mapped[Call] = relationship(back_populates="events")
+
+
+class Log(Identified, Base):
+    """An audit line about an object of the meta-model."""
+
+    __tablename__ = "logs"
+    __table_args__ = (Index("ix_logs_object", "object_kind", "object_id"),)
+
+    created: Mapped[timestamp]
+    owner: Mapped[str | None] = mapped_column(String(120))
+    source: Mapped[name_str]
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    object_kind: Mapped[str | None] = mapped_column(String(40))
+    object_id: Mapped[uuid.UUID | None] = mapped_column()
+    public: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

@@ -1,0 +1,157 @@
+"""Engines and transactions, for PostgreSQL and the embedded SQLite alike.
+
+Callers open a transaction with ``with database.transaction() as session:``;
+models never open sessions. Driver errors that mean "the database is not
+there" or "the tables are not there" are turned into :mod:`pyfi.errors` here,
+where they enter our code, so that every caller reports them the same way.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+from sqlalchemy.orm import Session, sessionmaker
+
+from pyfi.config import mask_url
+from pyfi.db.base import Audited
+from pyfi.db.models.runtime import Event, Log
+from pyfi.errors import DatabaseNotInitialised, DatabaseUnavailable
+
+# How long an embedded writer waits for another process's lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+CONNECT_TIMEOUT_S = 5
+
+_MISSING_TABLE = re.compile(r"no such table|relation \S+ does not exist|UndefinedTable", re.I)
+
+
+class Database:
+    """One database: its engine, its session factory and the user it connects as."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.engine = create_db_engine(url, echo=echo)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._user: str | None = None
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for the embedded database."""
+        return self.engine.dialect.name == "sqlite"
+
+    def current_user(self) -> str:
+        """The database login: ``current_user`` on PostgreSQL, the OS user on SQLite."""
+        if self._user is None:
+            if self.is_sqlite:
+                self._user = getpass.getuser()
+            else:
+                with self.connect() as conn:
+                    self._user = str(conn.execute(text("SELECT current_user")).scalar_one())
+        return self._user
+
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        """A raw connection, with connection failures translated."""
+        with translate_errors(self.url), self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on any error."""
+        owner = self.current_user()
+        with translate_errors(self.url):
+            session = self._sessions()
+            session.info["owner"] = owner
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+
+    def dispose(self) -> None:
+        """Close every pooled connection (before a fork, or at exit)."""
+        self.engine.dispose()
+
+
+def create_db_engine(url: str, *, echo: bool = False) -> Engine:
+    """Create an engine with the settings pyfi relies on for each backend."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        )
+        event.listen(engine, "connect", _configure_sqlite)
+        return engine
+    return create_engine(
+        url,
+        echo=echo,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+    )
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # SQLite ignores foreign keys (and so every ON DELETE rule) unless asked;
+    # WAL lets readers and the workers' writer proceed side by side.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+@event.listens_for(Session, "before_flush")
+def _fill_owner(session: Session, _context: Any, _instances: Any) -> None:
+    """Stamp new rows with the database user of the session that creates them."""
+    owner = session.info.get("owner")
+    if owner is None:
+        return
+    for obj in session.new:
+        if isinstance(obj, Audited | Event | Log) and obj.owner is None:
+            obj.owner = owner
+
+
+@contextmanager
+def translate_errors(url: str) -> Iterator[None]:
+    """Turn "cannot connect" and "no such table" driver errors into pyfi errors."""
+    try:
+        yield
+    except (OperationalError, ProgrammingError) as exc:
+        detail = _first_line(exc)
+        if _MISSING_TABLE.search(detail):
+            raise DatabaseNotInitialised(
+                f"the database {mask_url(url)} has no pyfi tables; run `flow db init` first"
+            ) from exc
+        if isinstance(exc, OperationalError):
+            # Refused or timed-out connections, unreadable SQLite files, locks
+            # held past the busy timeout: all mean "the database is not usable".
+            raise DatabaseUnavailable(
+                f"cannot use the database {mask_url(url)}: {detail}; start it, or point "
+                "--db/PYFI_DB at a reachable one"
+            ) from exc
+        raise
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise DatabaseUnavailable(
+                f"lost the connection to the database {mask_url(url)}: {_first_line(exc)}"
+            ) from exc
+        raise
+
+
+def _first_line(exc: DBAPIError) -> str:
+    original = exc.orig if exc.orig is not None else exc
+    lines = [line.strip() for line in str(original).splitlines() if line.strip()]
+    return lines[0] if lines else type(original).__name__

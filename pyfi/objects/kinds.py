@@ -1,0 +1,145 @@
+"""The kinds of object users manage by name, and how their fields are set.
+
+A :class:`Kind` says which model backs a kind, which fields are required,
+which fields hold enum values, and how a field given as a *name* (a socket's
+``queue``, a plug's ``source``) is turned into the object it refers to. The
+CLI and the Python object API both go through these specs, so a reference is
+resolved, and fails, the same way wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from pyfi.db import models
+from pyfi.db.enums import PlugType, QueueType, RequestedStatus, Strategy
+from pyfi.errors import InvalidValue
+from pyfi.objects.lookup import argument_for, get_by_name, task_for
+from pyfi.objects.validate import check_cron
+from pyfi.passwords import hash_password
+
+Resolver = Callable[[Session, Any, Any], None]
+Finisher = Callable[[Session, Any], None]
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one kind of object is created, changed and shown."""
+
+    name: str
+    plural: str
+    model: type[Any]
+    required: tuple[str, ...] = ("name",)
+    enums: Mapping[str, type[enum.Enum]] = field(default_factory=dict)
+    # Fields given by name (or needing a transformation), applied in this order.
+    resolvers: Mapping[str, Resolver] = field(default_factory=dict)
+    # Runs after every field is set, to keep derived references consistent.
+    finish: Finisher | None = None
+
+
+def _queue(session: Session, obj: Any, name: str) -> None:
+    obj.queue = get_by_name(session, models.Queue, name)
+
+
+def _processor(session: Session, obj: Any, name: str) -> None:
+    obj.processor = get_by_name(session, models.Processor, name)
+
+
+def _task(session: Session, obj: models.Socket, name: str) -> None:
+    obj.task = task_for(session, obj.processor, name)
+
+
+def _source(session: Session, obj: models.Plug, name: str) -> None:
+    obj.source = get_by_name(session, models.Socket, name, role="source socket")
+
+
+def _target(session: Session, obj: models.Plug, name: str) -> None:
+    obj.target = get_by_name(session, models.Socket, name, role="target socket")
+
+
+def _argument(session: Session, obj: models.Plug, name: str) -> None:
+    obj.argument = argument_for(session, obj.target.task, name) if name else None
+
+
+def _password(_session: Session, obj: models.User, password: str) -> None:
+    obj.password_hash = hash_password(password)
+
+
+def _cron(_session: Session, obj: models.Socket, expression: str) -> None:
+    obj.cron = check_cron(expression) if expression else None
+
+
+def _finish_socket(session: Session, socket: models.Socket) -> None:
+    # A socket moved to another processor keeps its function name there.
+    if socket.task.processor is not socket.processor:
+        socket.task = task_for(session, socket.processor, socket.task.name)
+    if socket.interval is not None and socket.cron is not None:
+        raise InvalidValue("a socket is scheduled by --interval or by --cron, not both")
+
+
+def _finish_plug(session: Session, plug: models.Plug) -> None:
+    # A plug re-pointed at another target binds the same argument name there.
+    if plug.argument is not None and plug.argument.task is not plug.target.task:
+        plug.argument = argument_for(session, plug.target.task, plug.argument.name)
+
+
+KINDS: Mapping[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind("queue", "queues", models.Queue, enums={"type": QueueType}),
+        Kind(
+            "processor",
+            "processors",
+            models.Processor,
+            required=("name", "module", "gitrepo"),
+            enums={"requested_status": RequestedStatus},
+        ),
+        Kind(
+            "socket",
+            "sockets",
+            models.Socket,
+            required=("name", "queue", "processor", "task"),
+            resolvers={"queue": _queue, "processor": _processor, "task": _task, "cron": _cron},
+            finish=_finish_socket,
+        ),
+        Kind(
+            "plug",
+            "plugs",
+            models.Plug,
+            required=("name", "queue", "source", "target"),
+            enums={"type": PlugType},
+            resolvers={
+                "queue": _queue,
+                "source": _source,
+                "target": _target,
+                "argument": _argument,
+            },
+            finish=_finish_plug,
+        ),
+        Kind("node", "nodes", models.Node, required=("name", "hostname")),
+        Kind(
+            "user",
+            "users",
+            models.User,
+            required=("name", "email", "password"),
+            resolvers={"password": _password},
+        ),
+        Kind("role", "roles", models.Role),
+        Kind("scheduler", "schedulers", models.Scheduler, enums={"strategy": Strategy}),
+    )
+}
+
+
+def kind_named(name: str) -> Kind:
+    """The :class:`Kind` called ``name``."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise InvalidValue(
+            f"unknown kind {name!r}; choose one of: {', '.join(KINDS)}"
+        ) from None
