@@ -172,7 +172,7 @@ def load_settings(
 
 def _describe_source(key: str, source: str, ini_path: Path) -> str:
     return {
-        "option": f"the --{key.split('_')[0].replace('database', 'db')} option",
+        "option": f"the --{key.split('_', maxsplit=1)[0].replace('database', 'db')} option",
         "env": ENV_KEYS[key],
         "ini": str(ini_path),
         "default": "the embedded default",
@@ -251,9 +251,7 @@ def normalise_database_url(url: str, where: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def validate_url(
-    url: str, schemes: tuple[str, ...], key: str, where: Mapping[str, str]
-) -> str:
+def validate_url(url: str, schemes: tuple[str, ...], key: str, where: Mapping[str, str]) -> str:
     """Check a broker or backend URI's scheme and shape."""
     label = LABELS[key]
     parts = urlsplit(url)

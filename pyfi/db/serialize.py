@@ -22,16 +22,16 @@ def json_value(value: Any) -> Any:
     return value
 
 
-def to_dict(obj: DeclarativeBase) -> dict[str, Any]:
-    """Every column of ``obj`` except those marked ``info={"secret": True}``."""
+def to_dict(obj: DeclarativeBase, *, raw: bool = False) -> dict[str, Any]:
+    """Every column of ``obj`` except those marked ``info={"secret": True}``.
+
+    Values are JSON-ready unless ``raw`` asks for the Python values (for
+    renderers that format timestamps and enums themselves).
+    """
     mapper = inspect(type(obj))
+    convert = (lambda value: value) if raw else json_value
     return {
-        attr.key: json_value(getattr(obj, attr.key))
+        attr.key: convert(getattr(obj, attr.key))
         for attr in mapper.column_attrs
         if not attr.columns[0].info.get("secret")
     }
-
-
-def row_to_dict(row: Any, secret_columns: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """A Core result row (e.g. of an association table) as a dictionary."""
-    return {key: json_value(value) for key, value in row._mapping.items() if key not in secret_columns}

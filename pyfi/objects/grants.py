@@ -36,7 +36,9 @@ def _holders(
     return holders
 
 
-def grant(session: Session, right: str, *, user: str | None = None, role: str | None = None) -> Right:
+def grant(
+    session: Session, right: str, *, user: str | None = None, role: str | None = None
+) -> Right:
     """Grant ``right`` to a user and/or a role; granting twice changes nothing."""
     member = coerce_enum(Right, right, "right")
     privilege = privilege_for(session, member)
@@ -47,7 +49,9 @@ def grant(session: Session, right: str, *, user: str | None = None, role: str | 
     return member
 
 
-def revoke(session: Session, right: str, *, user: str | None = None, role: str | None = None) -> Right:
+def revoke(
+    session: Session, right: str, *, user: str | None = None, role: str | None = None
+) -> Right:
     """Take ``right`` back from a user and/or a role."""
     member = coerce_enum(Right, right, "right")
     privilege = privilege_for(session, member)

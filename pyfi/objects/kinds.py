@@ -140,6 +140,4 @@ def kind_named(name: str) -> Kind:
     try:
         return KINDS[name]
     except KeyError:
-        raise InvalidValue(
-            f"unknown kind {name!r}; choose one of: {', '.join(KINDS)}"
-        ) from None
+        raise InvalidValue(f"unknown kind {name!r}; choose one of: {', '.join(KINDS)}") from None

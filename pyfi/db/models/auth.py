@@ -62,9 +62,7 @@ class User(Identified, Audited, Base):
 
     name: Mapped[unique_name]
     email: Mapped[str] = mapped_column(String(255), nullable=False, unique=True)
-    password_hash: Mapped[str] = mapped_column(
-        String(255), nullable=False, info={"secret": True}
-    )
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False, info={"secret": True})
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
 
     roles: Mapped[list[Role]] = relationship(secondary=user_roles, order_by="Role.name")

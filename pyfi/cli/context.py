@@ -1,0 +1,132 @@
+"""What every `flow` command shares: settings, the database, and error reporting.
+
+This is the only place where a :class:`~pyfi.errors.FlowError` becomes an exit
+code: 2 for a :class:`~pyfi.errors.UserError` (fix the input), 1 for anything
+else (fix the environment). Tracebacks are shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import cached_property, update_wrapper
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy.orm import Session
+
+from pyfi.config import Settings, load_settings
+from pyfi.errors import FlowError, UserError
+
+EXIT_USER_ERROR = 2
+EXIT_SYSTEM_ERROR = 1
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliContext:
+    """Per-invocation state, created by the root command and built lazily.
+
+    Settings and the database are only loaded when a command needs them, so
+    ``flow --help`` works even with a broken configuration.
+    """
+
+    def __init__(self, options: Mapping[str, Any], environ: Mapping[str, str]) -> None:
+        self.options = dict(options)
+        self.environ = environ
+        self._database: Any = None
+
+    @property
+    def debug(self) -> bool:
+        """True with ``--debug`` or ``PYFI_DEBUG=1``; never fails."""
+        if self.options.get("debug"):
+            return True
+        return self.environ.get("PYFI_DEBUG", "").lower() in ("1", "true", "yes", "on")
+
+    @cached_property
+    def settings(self) -> Settings:
+        """The effective settings of this invocation."""
+        return load_settings(self.options, self.environ)
+
+    @property
+    def database(self) -> Any:
+        """The meta-model database (a :class:`pyfi.db.session.Database`)."""
+        if self._database is None:
+            from pyfi.db.session import Database
+
+            self._database = Database(self.settings.database_url)
+        return self._database
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One transaction for the whole command: all of it lands, or none."""
+        with self.database.transaction() as session:
+            yield session
+
+    def close(self) -> None:
+        """Release database connections."""
+        if self._database is not None:
+            self._database.dispose()
+
+
+def flow_context() -> CliContext:
+    """The :class:`CliContext` of the running command."""
+    obj = click.get_current_context().find_object(CliContext)
+    if obj is None:  # a sub-command invoked on its own, e.g. in a test
+        obj = CliContext({}, os.environ)
+        click.get_current_context().obj = obj
+    return obj
+
+
+def pass_flow(func: F) -> F:
+    """Decorator: pass the :class:`CliContext` as the first argument."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(flow_context(), *args, **kwargs)
+
+    return update_wrapper(wrapper, func)  # type: ignore[return-value]
+
+
+class FlowCliError(click.ClickException):
+    """A pyfi error as click shows it: ``Error: <one line>``."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class FlowGroup(click.Group):
+    """A click group that reports pyfi errors as one clear line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FlowCliError:
+            raise
+        except FlowError as exc:
+            _maybe_traceback(ctx)
+            code = EXIT_USER_ERROR if isinstance(exc, UserError) else EXIT_SYSTEM_ERROR
+            raise FlowCliError(exc.message, code) from exc
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if _debugging(ctx):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise FlowCliError(
+                f"unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
+                EXIT_SYSTEM_ERROR,
+            ) from exc
+
+
+def _debugging(ctx: click.Context) -> bool:
+    obj = ctx.find_object(CliContext)
+    return bool(obj and obj.debug)
+
+
+def _maybe_traceback(ctx: click.Context) -> None:
+    if _debugging(ctx):
+        traceback.print_exc(file=sys.stderr)

@@ -1,0 +1,135 @@
+"""`flow db`: create, migrate, check, dump and drop the meta-model database."""
+
+from __future__ import annotations
+
+import click
+from sqlalchemy import select
+
+from pyfi.cli.context import CliContext, FlowGroup, pass_flow
+from pyfi.cli.render import note, print_json
+from pyfi.config import mask_url
+from pyfi.errors import DatabaseNotInitialised, InvalidValue
+
+yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+
+
+@click.group("db", cls=FlowGroup)
+def db_group() -> None:
+    """Database operations."""
+
+
+@db_group.command("init")
+@pass_flow
+def init(flow: CliContext) -> None:
+    """Create every table (by running the migrations to the newest revision)."""
+    from pyfi.db import schema
+
+    database = flow.database
+    where = mask_url(database.url)
+    current = schema.current_revision(database)
+    head = schema.head_revision()
+    if current == head:
+        click.echo(f"The database {where} is already initialised (revision {head}).")
+        return
+    if current is not None:
+        raise InvalidValue(
+            f"the database {where} is at revision {current}, older than {head}; "
+            "upgrade it with `flow db migrate`"
+        )
+    if schema.pyfi_tables(database):
+        raise InvalidValue(
+            f"the database {where} has pyfi tables but no migration history; "
+            "recreate it with `flow db rebuild`"
+        )
+    schema.upgrade(database)
+    count = len(schema.pyfi_tables(database)) - 1  # minus the alembic version table
+    click.echo(f"Initialised the database {where}: {count} tables at revision {head}.")
+
+
+@db_group.command("migrate")
+@click.option("-r", "--revision", default="head", show_default=True, help="Target revision.")
+@pass_flow
+def migrate(flow: CliContext, revision: str) -> None:
+    """Upgrade the database schema to the given revision."""
+    from pyfi.db import schema
+
+    before, after = schema.upgrade(flow.database, revision)
+    where = mask_url(flow.database.url)
+    if before == after:
+        click.echo(f"The database {where} is already at revision {after}.")
+    else:
+        click.echo(f"Migrated the database {where} from {before or 'empty'} to {after}.")
+
+
+@db_group.command("check")
+@pass_flow
+def check(flow: CliContext) -> None:
+    """Fail if the database schema differs from the models (like `alembic check`)."""
+    from pyfi.db import schema
+
+    if schema.current_revision(flow.database) is None:
+        raise DatabaseNotInitialised()
+    found = schema.differences(flow.database)
+    if found:
+        for difference in found:
+            note(f"  {difference}")
+        raise InvalidValue(
+            f"the database schema differs from the models in {len(found)} place(s); "
+            "run `flow db migrate`"
+        )
+    click.echo("The database schema matches the models.")
+
+
+def _confirm_destruction(flow: CliContext, yes: bool, action: str) -> None:
+    if yes:
+        return
+    click.confirm(
+        f"{action} every pyfi table in {mask_url(flow.database.url)}? "
+        "All processors, sockets, plugs, calls and users will be lost",
+        abort=True,
+    )
+
+
+@db_group.command("drop")
+@yes_option
+@pass_flow
+def drop(flow: CliContext, yes: bool) -> None:
+    """Drop all pyfi tables."""
+    from pyfi.db import schema
+
+    _confirm_destruction(flow, yes, "Drop")
+    dropped = schema.drop_all(flow.database)
+    click.echo(f"Dropped {len(dropped)} tables from {mask_url(flow.database.url)}.")
+
+
+@db_group.command("rebuild")
+@yes_option
+@pass_flow
+def rebuild(flow: CliContext, yes: bool) -> None:
+    """Drop all pyfi tables and create them again, empty."""
+    from pyfi.db import schema
+
+    _confirm_destruction(flow, yes, "Drop and recreate")
+    schema.drop_all(flow.database)
+    _before, head = schema.upgrade(flow.database)
+    click.echo(f"Rebuilt the database {mask_url(flow.database.url)} at revision {head}.")
+
+
+@db_group.command("json")
+@pass_flow
+def dump_json(flow: CliContext) -> None:
+    """Dump every object of the database as JSON (secrets left out)."""
+    from pyfi.db.models import Base
+    from pyfi.db.serialize import json_value
+
+    dump: dict[str, list[dict[str, object]]] = {}
+    with flow.transaction() as session:
+        for table in Base.metadata.sorted_tables:
+            secret = {c.name for c in table.columns if c.info.get("secret")}
+            visible = [c for c in table.columns if c.name not in secret]
+            order = [c for c in table.primary_key.columns]
+            rows = session.execute(select(*visible).order_by(*order))
+            dump[table.name] = [
+                {key: json_value(value) for key, value in row._mapping.items()} for row in rows
+            ]
+    print_json(dump)

@@ -1,0 +1,454 @@
+"""`flow ls`: list objects as tables or JSON, and show one object with its relations."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from pyfi import objects
+from pyfi.cli.context import CliContext, FlowGroup, pass_flow
+from pyfi.cli.render import note, print_json, print_record, print_table
+from pyfi.config import mask_url
+from pyfi.db import models
+from pyfi.db.enums import CallState
+from pyfi.db.serialize import to_dict
+from pyfi.errors import InvalidValue, ObjectNotFound
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+@dataclass(frozen=True)
+class Listing:
+    """How one kind is listed: its columns and the related names it shows."""
+
+    kind: str
+    plural: str
+    model: type[Any]
+    columns: Sequence[tuple[str, str]]
+    extras: Callable[[Any], dict[str, Any]] = field(default=lambda _obj: {})
+    eager: Sequence[Any] = ()
+
+    def record(self, obj: Any) -> dict[str, Any]:
+        """Every column of ``obj`` plus the names of what it refers to."""
+        return {**to_dict(obj, raw=True), **self.extras(obj)}
+
+
+def _schedule(socket: models.Socket) -> str | None:
+    if socket.interval:
+        return f"every {socket.interval}s"
+    return f"cron {socket.cron}" if socket.cron else None
+
+
+LISTINGS: Mapping[str, Listing] = {
+    listing.kind: listing
+    for listing in (
+        Listing(
+            "processor",
+            "processors",
+            models.Processor,
+            [
+                ("Name", "name"),
+                ("ID", "id"),
+                ("Module", "module"),
+                ("Git repo", "gitrepo"),
+                ("Branch", "branch"),
+                ("Commit", "commit"),
+                ("Host", "hostname"),
+                ("Concurrency", "concurrency"),
+                ("Status", "status"),
+                ("Requested", "requested_status"),
+                ("Reason", "status_reason"),
+                ("Owner", "owner"),
+                ("Updated", "updated"),
+            ],
+            # Repository URLs may embed credentials: never print them.
+            extras=lambda p: {"gitrepo": mask_url(p.gitrepo)},
+        ),
+        Listing(
+            "socket",
+            "sockets",
+            models.Socket,
+            [
+                ("Name", "name"),
+                ("ID", "id"),
+                ("Processor", "processor"),
+                ("Task", "task"),
+                ("Queue", "queue"),
+                ("Wait", "wait"),
+                ("Schedule", "schedule"),
+                ("Enabled", "enabled"),
+                ("Owner", "owner"),
+                ("Updated", "updated"),
+            ],
+            extras=lambda s: {
+                "processor": s.processor.name,
+                "task": s.task.name,
+                "queue": s.queue.name,
+                "schedule": _schedule(s),
+            },
+            eager=(
+                selectinload(models.Socket.processor),
+                selectinload(models.Socket.task),
+                selectinload(models.Socket.queue),
+            ),
+        ),
+        Listing(
+            "plug",
+            "plugs",
+            models.Plug,
+            [
+                ("Name", "name"),
+                ("ID", "id"),
+                ("Type", "type"),
+                ("Source", "source"),
+                ("Target", "target"),
+                ("Argument", "argument"),
+                ("Queue", "queue"),
+                ("Enabled", "enabled"),
+                ("Owner", "owner"),
+            ],
+            extras=lambda p: {
+                "source": p.source.name,
+                "target": p.target.name,
+                "argument": p.argument.name if p.argument else None,
+                "queue": p.queue.name,
+            },
+            eager=(
+                selectinload(models.Plug.source),
+                selectinload(models.Plug.target),
+                selectinload(models.Plug.queue),
+                selectinload(models.Plug.argument),
+            ),
+        ),
+        Listing(
+            "queue",
+            "queues",
+            models.Queue,
+            [
+                ("Name", "name"),
+                ("ID", "id"),
+                ("Type", "type"),
+                ("Durable", "durable"),
+                ("Max length", "max_length"),
+                ("Message TTL (ms)", "message_ttl"),
+                ("Expires (ms)", "expires"),
+                ("Owner", "owner"),
+                ("Updated", "updated"),
+            ],
+        ),
+        Listing(
+            "node",
+            "nodes",
+            models.Node,
+            [
+                ("Name", "name"),
+                ("ID", "id"),
+                ("Hostname", "hostname"),
+                ("CPUs", "cpus"),
+                ("Memory used %", "memused"),
+                ("Load", "cpuload"),
+                ("Agent", "agent"),
+                ("Updated", "updated"),
+            ],
+            extras=lambda n: {"agent": n.agent.name if n.agent else None},
+            eager=(selectinload(models.Node.agent),),
+        ),
+        Listing(
+            "agent",
+            "agents",
+            models.Agent,
+            [
+                ("Name", "name"),
+                ("ID", "id"),
+                ("Hostname", "hostname"),
+                ("CPUs", "cpus"),
+                ("Port", "port"),
+                ("PID", "pid"),
+                ("Status", "status"),
+                ("Heartbeat", "heartbeat"),
+            ],
+        ),
+        Listing(
+            "worker",
+            "workers",
+            models.Worker,
+            [
+                ("Name", "name"),
+                ("ID", "id"),
+                ("Host", "hostname"),
+                ("PID", "pid"),
+                ("Concurrency", "concurrency"),
+                ("Status", "status"),
+                ("Workdir", "workdir"),
+                ("Started", "started"),
+            ],
+        ),
+        Listing(
+            "user",
+            "users",
+            models.User,
+            [
+                ("Name", "name"),
+                ("ID", "id"),
+                ("Email", "email"),
+                ("Roles", "roles"),
+                ("Privileges", "privileges"),
+                ("Enabled", "enabled"),
+                ("Owner", "owner"),
+            ],
+            extras=lambda u: {
+                "roles": [r.name for r in u.roles],
+                "privileges": [p.name.value for p in u.privileges],
+            },
+            eager=(selectinload(models.User.roles), selectinload(models.User.privileges)),
+        ),
+        Listing(
+            "role",
+            "roles",
+            models.Role,
+            [("Name", "name"), ("ID", "id"), ("Privileges", "privileges"), ("Owner", "owner")],
+            extras=lambda r: {"privileges": [p.name.value for p in r.privileges]},
+            eager=(selectinload(models.Role.privileges),),
+        ),
+        Listing(
+            "scheduler",
+            "schedulers",
+            models.Scheduler,
+            [
+                ("Name", "name"),
+                ("ID", "id"),
+                ("Strategy", "strategy"),
+                ("Enabled", "enabled"),
+                ("Owner", "owner"),
+            ],
+        ),
+    )
+}
+
+
+@click.group("ls", cls=FlowGroup)
+def ls_group() -> None:
+    """List database objects and their relations."""
+
+
+def _list_command(listing: Listing) -> click.Command:
+    @json_option
+    @pass_flow
+    def callback(flow: CliContext, as_json: bool) -> None:
+        with flow.transaction() as session:
+            query = select(listing.model).options(*listing.eager).order_by(listing.model.name)
+            records = [listing.record(obj) for obj in session.scalars(query)]
+        if as_json:
+            print_json(records)
+        elif records:
+            print_table(listing.columns, records)
+        else:
+            note(f"No {listing.plural} yet.")
+
+    return click.Command(
+        listing.plural,
+        params=callback.__click_params__,  # type: ignore[attr-defined]
+        callback=callback,
+        help=f"List {listing.plural}.",
+    )
+
+
+def _show_command(listing: Listing) -> click.Command:
+    @click.option("-n", "--name", required=True, help=f"Name of the {listing.kind}.")
+    @json_option
+    @pass_flow
+    def callback(flow: CliContext, name: str, as_json: bool) -> None:
+        with flow.transaction() as session:
+            obj = objects.get_by_name(session, listing.model, name)
+            record = listing.record(obj)
+            related = RELATED.get(listing.kind, lambda _s, _o: {})(session, obj)
+        if as_json:
+            print_json({listing.kind: record, **{k: v[1] for k, v in related.items()}})
+            return
+        print_record(
+            {header: record.get(key) for header, key in listing.columns},
+            title=f"{listing.kind.capitalize()} {name}",
+        )
+        for title, (columns, rows) in related.items():
+            if rows:
+                print_table(columns, rows, title=title.capitalize())
+            else:
+                note(f"No {title}.")
+
+    return click.Command(
+        listing.kind,
+        params=callback.__click_params__,  # type: ignore[attr-defined]
+        callback=callback,
+        help=f"Show one {listing.kind} and its relations.",
+    )
+
+
+Related = dict[str, tuple[Sequence[tuple[str, str]], list[dict[str, Any]]]]
+
+
+def _processor_related(session: Session, processor: models.Processor) -> Related:
+    sockets = LISTINGS["socket"]
+    plugs = LISTINGS["plug"]
+    socket_ids = [s.id for s in processor.sockets]
+    plug_rows = session.scalars(
+        select(models.Plug)
+        .options(*plugs.eager)
+        .where(or_(models.Plug.source_id.in_(socket_ids), models.Plug.target_id.in_(socket_ids)))
+        .order_by(models.Plug.name)
+    )
+    return {
+        "sockets": (sockets.columns, [sockets.record(s) for s in processor.sockets]),
+        "plugs": (plugs.columns, [plugs.record(p) for p in plug_rows]),
+    }
+
+
+def _user_related(_session: Session, user: models.User) -> Related:
+    rows = [{"right": p.name.value, "via": "direct"} for p in user.privileges]
+    rows += [
+        {"right": p.name.value, "via": f"role {role.name}"}
+        for role in user.roles
+        for p in role.privileges
+    ]
+    return {"privileges": ([("Right", "right"), ("Granted", "via")], rows)}
+
+
+RELATED: Mapping[str, Callable[[Session, Any], Related]] = {
+    "processor": _processor_related,
+    "user": _user_related,
+}
+
+for _listing in LISTINGS.values():
+    ls_group.add_command(_list_command(_listing))
+    ls_group.add_command(_show_command(_listing))
+
+
+@ls_group.command("privileges")
+@json_option
+@pass_flow
+def list_privileges(flow: CliContext, as_json: bool) -> None:
+    """List every granted right and who holds it."""
+    with flow.transaction() as session:
+        rows = [
+            {"right": p.name.value, "holder": "user", "name": u.name}
+            for u in session.scalars(
+                select(models.User).options(selectinload(models.User.privileges))
+            )
+            for p in u.privileges
+        ] + [
+            {"right": p.name.value, "holder": "role", "name": r.name}
+            for r in session.scalars(
+                select(models.Role).options(selectinload(models.Role.privileges))
+            )
+            for p in r.privileges
+        ]
+    rows.sort(key=lambda row: (row["right"], row["holder"], row["name"]))
+    if as_json:
+        print_json(rows)
+    elif rows:
+        print_table([("Right", "right"), ("Holder", "holder"), ("Name", "name")], rows)
+    else:
+        note("No privileges granted yet.")
+
+
+CALL_COLUMNS = [
+    ("Name", "name"),
+    ("ID", "id"),
+    ("Owner", "owner"),
+    ("Last Updated", "updated"),
+    ("Tracking", "tracking_id"),
+    ("Started", "started"),
+    ("Finished", "finished"),
+    ("State", "state"),
+]
+UNFINISHED = [s for s in CallState if not s.is_final]
+
+
+@ls_group.command("calls")
+@click.option("-p", "--page", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("-r", "--rows", default=10, show_default=True, type=click.IntRange(1, 1000))
+@click.option("-u", "--unfinished", is_flag=True, help="Only calls that have not finished.")
+@click.option("-a", "--ascend", is_flag=True, help="Oldest first.")
+@click.option("-s", "--socket", default=None, help="Only calls of this socket.")
+@click.option("-t", "--tracking", default=None, help="Only calls of this flow run.")
+@json_option
+@pass_flow
+def list_calls(
+    flow: CliContext,
+    page: int,
+    rows: int,
+    unfinished: bool,
+    ascend: bool,
+    socket: str | None,
+    tracking: str | None,
+    as_json: bool,
+) -> None:
+    """List calls, newest first, a page at a time."""
+    query = select(models.Call)
+    if unfinished:
+        query = query.where(models.Call.state.in_(UNFINISHED))
+    if socket:
+        query = query.where(models.Call.name == socket)
+    if tracking:
+        query = query.where(models.Call.tracking_id == _parse_id(tracking, "tracking id"))
+    with flow.transaction() as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        order = models.Call.created.asc() if ascend else models.Call.created.desc()
+        found = session.scalars(query.order_by(order).offset((page - 1) * rows).limit(rows))
+        records = [to_dict(call, raw=True) for call in found]
+    if as_json:
+        print_json({"page": page, "rows": rows, "total": total, "calls": records})
+        return
+    pages = max(1, math.ceil(total / rows))
+    for index, record in enumerate(records, start=1):
+        record["page"], record["row"] = page, index
+    print_table([("Page", "page"), ("Row", "row"), *CALL_COLUMNS], records)
+    click.echo(f"Page {page} of {pages} of {total} total records")
+
+
+@ls_group.command("call")
+@click.option("--id", "call_id", required=True, help="ID of the call.")
+@json_option
+@pass_flow
+def show_call(flow: CliContext, call_id: str, as_json: bool) -> None:
+    """Show one call with its provenance and events."""
+    wanted = _parse_id(call_id, "call id")
+    with flow.transaction() as session:
+        call = session.get(models.Call, wanted, options=[selectinload(models.Call.events)])
+        if call is None:
+            raise ObjectNotFound("call", call_id, "see `flow ls calls` for recent ones")
+        record = to_dict(call, raw=True)
+        events = [to_dict(event, raw=True) for event in call.events]
+    if as_json:
+        print_json({"call": record, "events": events})
+        return
+    print_table(CALL_COLUMNS, [record], title="Call")
+    print_table(
+        [("Task", "id"), ("Parent", "parent_id"), ("Tracking", "tracking_id")],
+        [record],
+        title="Provenance",
+    )
+    print_table(
+        [
+            ("Name", "name"),
+            ("ID", "id"),
+            ("Owner", "owner"),
+            ("Created", "created"),
+            ("Note", "note"),
+        ],
+        events,
+        title="Events",
+    )
+
+
+def _parse_id(value: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidValue(f"{value!r} is not a valid {what}; expected a UUID") from None

@@ -1,0 +1,222 @@
+"""Shared fixtures: an isolated database per test, on SQLite and on real PostgreSQL.
+
+PostgreSQL isolation: every test gets its own schema in the ``PYFI_TEST_DB``
+database, selected through ``search_path`` in the URL, so the same URL works
+for in-process calls, CliRunner and real subprocesses. The schema is dropped
+afterwards.
+
+If PostgreSQL is unreachable, its tests are skipped locally and the whole run
+fails under CI (``CI`` set), so a missing service can never pass unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from click.testing import CliRunner, Result
+
+from pyfi.cli import cli
+from pyfi.db import schema
+from pyfi.db.session import Database
+
+DEFAULT_TEST_DB = "postgresql+psycopg://postgres@127.0.0.1/test"
+TEST_DB = os.environ.get("PYFI_TEST_DB", DEFAULT_TEST_DB)
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def _postgres_problem() -> str | None:
+    """None if PYFI_TEST_DB accepts connections, else why not."""
+    import psycopg
+
+    dsn = TEST_DB.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return str(exc).splitlines()[0]
+    return None
+
+
+POSTGRES_PROBLEM = _postgres_problem()
+
+requires_postgres = pytest.mark.skipif(
+    POSTGRES_PROBLEM is not None and not IN_CI,
+    reason=f"PostgreSQL at PYFI_TEST_DB is unreachable: {POSTGRES_PROBLEM}",
+)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if IN_CI and POSTGRES_PROBLEM is not None:
+        raise pytest.UsageError(
+            f"CI requires PostgreSQL at {TEST_DB} but it is unreachable: {POSTGRES_PROBLEM}"
+        )
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test reads or writes the real user's config or data directory."""
+    for name in list(os.environ):
+        if name.startswith("PYFI_") and name != "PYFI_TEST_DB":
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    return home
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL whose connections live in a fresh, empty schema of PYFI_TEST_DB."""
+    schema_name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = Database(TEST_DB)
+    with admin.engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema_name}"')
+    separator = "&" if "?" in TEST_DB else "?"
+    yield f"{TEST_DB}{separator}options={quote(f'-csearch_path={schema_name}')}"
+    with admin.engine.begin() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema_name}" CASCADE')
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A URL of a new SQLite file."""
+    return f"sqlite:///{tmp_path / 'pyfi.sqlite'}"
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite"),
+        pytest.param("postgres", marks=[pytest.mark.postgres, requires_postgres]),
+    ]
+)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """An empty database of each kind, in turn."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture
+def empty_database(database_url: str) -> Iterator[Database]:
+    """A :class:`Database` with no tables yet."""
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def database(empty_database: Database) -> Database:
+    """A :class:`Database` migrated to the newest revision."""
+    schema.upgrade(empty_database)
+    return empty_database
+
+
+class Flow:
+    """Runs `flow` in-process against one database, as a user would type it."""
+
+    def __init__(self, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.database_url = database_url
+        monkeypatch.setenv("PYFI_DB", database_url)
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str, input: str | None = None, ok: bool = True) -> Result:
+        result = self.runner.invoke(cli, list(args), input=input, catch_exceptions=True)
+        if ok and result.exit_code != 0:
+            raise AssertionError(
+                f"flow {' '.join(args)} exited {result.exit_code}:\n{result.output}"
+                f"{result.exception!r}"
+            )
+        return result
+
+    def fails(self, *args: str, code: int = 2, input: str | None = None) -> str:
+        """Run a command that must fail with ``code``; return its one error line."""
+        result = self(*args, input=input, ok=False)
+        assert result.exit_code == code, (result.exit_code, result.output)
+        assert "Traceback" not in result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1, result.output
+        return errors[0]
+
+
+@pytest.fixture
+def flow(database: Database, monkeypatch: pytest.MonkeyPatch) -> Flow:
+    """`flow` bound to a migrated database of each kind."""
+    return Flow(database.url, monkeypatch)
+
+
+FIRST_FLOW: list[tuple[str, ...]] = [
+    ("add", "queue", "-n", "pyfi.queue1", "-t", "direct"),
+    (
+        "add",
+        "processor",
+        "-n",
+        "proc1",
+        "-g",
+        "https://github.com/radiantone/pyfi-processors",
+        "-m",
+        "pyfi.processors.sample",
+        "-h",
+        "localhost",
+        "-c",
+        "5",
+    ),
+    (
+        "add",
+        "socket",
+        "-n",
+        "pyfi.processors.sample.do_something",
+        "-q",
+        "pyfi.queue1",
+        "-pn",
+        "proc1",
+        "-t",
+        "do_something",
+    ),
+    (
+        "add",
+        "socket",
+        "-n",
+        "pyfi.processors.sample.do_this",
+        "-q",
+        "pyfi.queue1",
+        "-pn",
+        "proc1",
+        "-t",
+        "do_this",
+    ),
+    (
+        "add",
+        "plug",
+        "-n",
+        "plug1",
+        "-q",
+        "pyfi.queue1",
+        "--source",
+        "pyfi.processors.sample.do_something",
+        "--target",
+        "pyfi.processors.sample.do_this",
+    ),
+]
+
+
+@pytest.fixture
+def first_flow(flow: Flow) -> Flow:
+    """The reference's "Creating Your First Flow" network, plus a plug between the sockets."""
+    for command in FIRST_FLOW:
+        flow(*command)
+    return flow
+
+
+def count_rows(database: Database, model: Any) -> int:
+    """How many rows ``model``'s table holds."""
+    from sqlalchemy import func, select
+
+    with database.transaction() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
