@@ -52,10 +52,10 @@ class InvalidValue(UserError):
 class ObjectNotFound(UserError):
     """No object of that kind has that name."""
 
-    def __init__(self, kind: str, name: str, hint: str | None = None) -> None:
+    def __init__(self, kind: str, name: str, hint: str | None = None, *, by: str = "named") -> None:
         self.kind = kind
         self.name = name
-        message = f"no {kind} named {name!r}"
+        message = f"no {kind} {by} {name!r}"
         super().__init__(f"{message}; {hint}" if hint else message)
 
 

@@ -422,7 +422,7 @@ def show_call(flow: CliContext, call_id: str, as_json: bool) -> None:
     with flow.transaction() as session:
         call = session.get(models.Call, wanted, options=[selectinload(models.Call.events)])
         if call is None:
-            raise ObjectNotFound("call", call_id, "see `flow ls calls` for recent ones")
+            raise ObjectNotFound("call", call_id, "see `flow ls calls` for recent ones", by="with id")
         record = to_dict(call, raw=True)
         events = [to_dict(event, raw=True) for event in call.events]
     if as_json:

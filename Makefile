@@ -1,0 +1,37 @@
+# The two commands of the README:
+#   make demo   - set up a virtualenv, install pyfi, run the main job on the embedded default
+#   make test   - set up a virtualenv, install pyfi with its dev tools, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint format mypy clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" sh examples/first-flow.sh
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check pyfi tests migrations
+	$(BIN)/ruff format --check pyfi tests migrations
+
+format: install
+	$(BIN)/ruff format pyfi tests migrations
+	$(BIN)/ruff check --fix pyfi tests migrations
+
+mypy: install
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .ruff_cache .mypy_cache *.egg-info

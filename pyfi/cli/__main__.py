@@ -1,0 +1,5 @@
+"""`python -m pyfi.cli` runs `flow`."""
+
+from pyfi.cli import main
+
+main()
