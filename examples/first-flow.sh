@@ -28,7 +28,8 @@ run ls queues
 
 cat <<MSG
 
-The network is stored in $DEMO_DIR/pyfi.sqlite. To explore it further:
+The network is stored in $DEMO_DIR/pyfi.sqlite. To explore it further
+(flow is installed in .venv/bin):
     export PYFI_DATA_DIR="$DEMO_DIR" PYFI_INI="$DEMO_DIR/pyfi.ini"
     flow ls plugs
     flow db json

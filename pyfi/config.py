@@ -42,6 +42,12 @@ ENV_KEYS: Mapping[str, str] = {
     "broker_url": ENV_BROKER,
     "backend_url": ENV_BACKEND,
 }
+# The `flow` option that sets each URI.
+OPTION_NAMES: Mapping[str, str] = {
+    "database_url": "db",
+    "broker_url": "broker",
+    "backend_url": "backend",
+}
 LABELS: Mapping[str, str] = {
     "database_url": "database URI",
     "broker_url": "message broker URI",
@@ -111,6 +117,8 @@ class Settings:
 def load_settings(
     options: Mapping[str, object | None] | None = None,
     environ: Mapping[str, str] | None = None,
+    *,
+    lenient_ini: bool = False,
 ) -> Settings:
     """Resolve the effective settings.
 
@@ -122,6 +130,9 @@ def load_settings(
         ``debug``); ``None`` means "not given".
     environ:
         The environment to read ``PYFI_*`` variables from.
+    lenient_ini:
+        Treat a missing or unreadable ini file as empty, for the one caller
+        that is about to (re)write it: ``flow --config``.
 
     Returns
     -------
@@ -139,7 +150,12 @@ def load_settings(
     data_dir = Path(environ.get(ENV_DATA_DIR) or default_data_dir()).expanduser()
     explicit_ini = options.get("ini_path") or environ.get(ENV_INI)
     ini_path = Path(str(explicit_ini)).expanduser() if explicit_ini else default_ini_path()
-    ini_values = read_ini(ini_path, required=bool(explicit_ini))
+    try:
+        ini_values = read_ini(ini_path, required=bool(explicit_ini) and not lenient_ini)
+    except ConfigurationError:
+        if not lenient_ini:
+            raise
+        ini_values = {}
     defaults = embedded_defaults(data_dir)
 
     values: dict[str, str] = {}
@@ -158,11 +174,14 @@ def load_settings(
     debug_env = environ.get(ENV_DEBUG, "").lower() in ("1", "true", "yes", "on")
     debug = bool(options.get("debug")) or debug_env
 
-    where = {key: _describe_source(key, sources[key], ini_path) for key in INI_KEYS}
+    checked = {
+        key: validate_uri(key, values[key], _describe_source(key, sources[key], ini_path))
+        for key in INI_KEYS
+    }
     return Settings(
-        database_url=normalise_database_url(values["database_url"], where["database_url"]),
-        broker_url=validate_url(values["broker_url"], BROKER_SCHEMES, "broker_url", where),
-        backend_url=validate_url(values["backend_url"], BACKEND_SCHEMES, "backend_url", where),
+        database_url=checked["database_url"],
+        broker_url=checked["broker_url"],
+        backend_url=checked["backend_url"],
         data_dir=data_dir,
         ini_path=ini_path,
         debug=debug,
@@ -172,7 +191,7 @@ def load_settings(
 
 def _describe_source(key: str, source: str, ini_path: Path) -> str:
     return {
-        "option": f"the --{key.split('_', maxsplit=1)[0].replace('database', 'db')} option",
+        "option": f"the --{OPTION_NAMES[key]} option",
         "env": ENV_KEYS[key],
         "ini": str(ini_path),
         "default": "the embedded default",
@@ -190,7 +209,9 @@ def read_ini(path: Path, *, required: bool) -> dict[str, str]:
         return {}
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        parser.read(path, encoding="utf-8")
+        # read_file, not read: read() silently skips files it cannot open.
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
     except (configparser.Error, OSError, UnicodeDecodeError) as exc:
         first_line = str(exc).splitlines()[0]
         raise ConfigurationError(
@@ -216,6 +237,18 @@ def write_ini(path: Path, values: Mapping[str, str]) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         parser.write(handle)
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written ini
+
+
+def validate_uri(key: str, url: str, where: str) -> str:
+    """Validate (and normalise) the URI for setting ``key``.
+
+    ``where`` says where the value came from ("PYFI_DB", "the --db option",
+    "your answer"), so the error points at what to fix.
+    """
+    if key == "database_url":
+        return normalise_database_url(url, where)
+    schemes = BROKER_SCHEMES if key == "broker_url" else BACKEND_SCHEMES
+    return validate_url(url, schemes, key, where)
 
 
 def normalise_database_url(url: str, where: str) -> str:
@@ -251,7 +284,7 @@ def normalise_database_url(url: str, where: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def validate_url(url: str, schemes: tuple[str, ...], key: str, where: Mapping[str, str]) -> str:
+def validate_url(url: str, schemes: tuple[str, ...], key: str, where: str) -> str:
     """Check a broker or backend URI's scheme and shape."""
     label = LABELS[key]
     parts = urlsplit(url)
@@ -259,12 +292,11 @@ def validate_url(url: str, schemes: tuple[str, ...], key: str, where: Mapping[st
     examples = ", ".join(f"{s}://" for s in schemes)
     if not scheme or "://" not in url:
         raise ConfigurationError(
-            f"the {label} from {where[key]} is malformed: {mask_url(url)!r}; "
-            f"expected one of {examples}"
+            f"the {label} from {where} is malformed: {mask_url(url)!r}; expected one of {examples}"
         )
     if scheme not in schemes:
         raise ConfigurationError(
-            f"the {label} from {where[key]} uses {scheme!r}, which pyfi does not support "
+            f"the {label} from {where} uses {scheme!r}, which pyfi does not support "
             f"here; expected one of {examples}"
         )
     if scheme in ("amqp", "amqps", "pyamqp", "redis", "rediss"):
@@ -272,15 +304,13 @@ def validate_url(url: str, schemes: tuple[str, ...], key: str, where: Mapping[st
             parts.port  # noqa: B018  (raises ValueError on a non-numeric port)
         except ValueError as exc:
             raise ConfigurationError(
-                f"the {label} from {where[key]} has an invalid port: {mask_url(url)!r}"
+                f"the {label} from {where} has an invalid port: {mask_url(url)!r}"
             ) from exc
         if not parts.hostname:
-            raise ConfigurationError(
-                f"the {label} from {where[key]} names no host: {mask_url(url)!r}"
-            )
+            raise ConfigurationError(f"the {label} from {where} names no host: {mask_url(url)!r}")
     if scheme == "filesystem" and not parts.path:
         raise ConfigurationError(
-            f"the {label} from {where[key]} names no folder; expected filesystem:///path/to/dir"
+            f"the {label} from {where} names no folder; expected filesystem:///path/to/dir"
         )
     return url
 
@@ -295,6 +325,8 @@ def mask_url(url: str) -> str:
         return url
     user = parts.username or ""
     host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
     try:
         port = f":{parts.port}" if parts.port else ""
     except ValueError:

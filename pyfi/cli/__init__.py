@@ -31,7 +31,7 @@ from pyfi.cli.context import CliContext, FlowGroup
 )
 @click.version_option(__version__, prog_name="flow")
 @click.pass_context
-def cli(ctx: click.Context, write_config: bool, **options: Any) -> None:
+def cli(ctx: click.Context, /, write_config: bool, **options: Any) -> None:
     """CLI for creating and managing pyfi flow networks.
 
     With no server configured, flow uses an embedded SQLite database and a

@@ -6,7 +6,14 @@ import click
 
 from pyfi.cli.context import CliContext, FlowGroup, pass_flow
 from pyfi.cli.render import print_json, print_table
-from pyfi.config import INI_KEYS, load_settings, mask_url, write_ini
+from pyfi.config import (
+    INI_KEYS,
+    OPTION_NAMES,
+    load_settings,
+    mask_url,
+    validate_uri,
+    write_ini,
+)
 
 PROMPTS = {
     "database_url": "Database connection URI",
@@ -22,11 +29,14 @@ def write_config_file(flow: CliContext) -> None:
     before anything is written, and the file is written atomically with
     owner-only permissions because URIs may carry passwords.
     """
-    current = flow.settings
+    # Lenient: the ini may not exist yet, or be the broken file being replaced.
+    current = load_settings(flow.options, flow.environ, lenient_ini=True)
     values: dict[str, str] = {}
     for key, prompt in PROMPTS.items():
         given = flow.options.get(key)
         if given:
+            # Checked now, stored as typed: it is normalised each time it is read.
+            validate_uri(key, str(given), f"the --{OPTION_NAMES[key]} option")
             values[key] = str(given)
             continue
         existing = getattr(current, key)
@@ -36,9 +46,10 @@ def write_config_file(flow: CliContext) -> None:
             show_default=False,
             prompt_suffix=": ",
         )
-        values[key] = answer.strip() or existing
-    # Validate what would be written, as the file would be read back.
-    load_settings({**values, "ini_path": None}, {})
+        answer = answer.strip()
+        if answer:
+            validate_uri(key, answer, "your answer")
+        values[key] = answer or existing
     write_ini(current.ini_path, values)
     click.echo(f"Configuration file created at {current.ini_path}")
 

@@ -91,11 +91,15 @@ def pass_flow(func: F) -> F:
 
 
 class FlowCliError(click.ClickException):
-    """A pyfi error as click shows it: ``Error: <one line>``."""
+    """A pyfi error as click shows it: ``Error: <one line>``; exit code 1."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = EXIT_SYSTEM_ERROR
+
+
+class FlowUsageError(FlowCliError):
+    """A user error as click shows it; exit code 2."""
+
+    exit_code = EXIT_USER_ERROR
 
 
 class FlowGroup(click.Group):
@@ -108,8 +112,8 @@ class FlowGroup(click.Group):
             raise
         except FlowError as exc:
             _maybe_traceback(ctx)
-            code = EXIT_USER_ERROR if isinstance(exc, UserError) else EXIT_SYSTEM_ERROR
-            raise FlowCliError(exc.message, code) from exc
+            failure = FlowUsageError if isinstance(exc, UserError) else FlowCliError
+            raise failure(exc.message) from exc
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:
@@ -117,8 +121,7 @@ class FlowGroup(click.Group):
                 raise
             first = str(exc).splitlines()[0] if str(exc) else ""
             raise FlowCliError(
-                f"unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)",
-                EXIT_SYSTEM_ERROR,
+                f"unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)"
             ) from exc
 
 

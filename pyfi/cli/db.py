@@ -36,7 +36,8 @@ def init(flow: CliContext) -> None:
             f"the database {where} is at revision {current}, older than {head}; "
             "upgrade it with `flow db migrate`"
         )
-    if schema.pyfi_tables(database):
+    # An empty version table (left by a downgrade to base) is no history.
+    if set(schema.pyfi_tables(database)) - {schema.VERSION_TABLE}:
         raise InvalidValue(
             f"the database {where} has pyfi tables but no migration history; "
             "recreate it with `flow db rebuild`"

@@ -32,7 +32,7 @@ class Listing:
     plural: str
     model: type[Any]
     columns: Sequence[tuple[str, str]]
-    extras: Callable[[Any], dict[str, Any]] = field(default=lambda _obj: {})
+    extras: Callable[[Any], dict[str, Any]] = field(default=lambda _obj: {})  # no related names
     eager: Sequence[Any] = ()
 
     def record(self, obj: Any) -> dict[str, Any]:
@@ -268,7 +268,7 @@ def _show_command(listing: Listing) -> click.Command:
         with flow.transaction() as session:
             obj = objects.get_by_name(session, listing.model, name)
             record = listing.record(obj)
-            related = RELATED.get(listing.kind, lambda _s, _o: {})(session, obj)
+            related = RELATED[listing.kind](session, obj) if listing.kind in RELATED else {}
         if as_json:
             print_json({listing.kind: record, **{k: v[1] for k, v in related.items()}})
             return
@@ -422,7 +422,9 @@ def show_call(flow: CliContext, call_id: str, as_json: bool) -> None:
     with flow.transaction() as session:
         call = session.get(models.Call, wanted, options=[selectinload(models.Call.events)])
         if call is None:
-            raise ObjectNotFound("call", call_id, "see `flow ls calls` for recent ones", by="with id")
+            raise ObjectNotFound(
+                "call", call_id, "see `flow ls calls` for recent ones", by="with id"
+            )
         record = to_dict(call, raw=True)
         events = [to_dict(event, raw=True) for event in call.events]
     if as_json:

@@ -233,7 +233,7 @@ def _add_command(kind_name: str) -> click.Command:
 
 def _update_command(kind_name: str) -> click.Command:
     kind = objects.KINDS[kind_name]
-    params = [
+    params: list[click.Parameter] = [
         Field(("-n", "--name"), "name", f"Name of the {kind_name} to change.").option(for_add=True),
         click.Option(["--new-name", "new_name"], default=None, help="Rename it."),
         *(f.option(for_add=False) for f in FIELDS[kind_name] if f.key != "name"),
@@ -273,7 +273,7 @@ def _delete_command(kind_name: str) -> click.Command:
     )
 
 
-PRIVILEGE_OPTIONS = [
+PRIVILEGE_OPTIONS: list[click.Parameter] = [
     click.Option(
         ["-n", "--name", "right"],
         required=True,
@@ -285,36 +285,42 @@ PRIVILEGE_OPTIONS = [
 ]
 
 
-def _grant(right: str, user: str | None, role: str | None) -> None:
-    with flow_context().transaction() as session:
-        member = objects.grant(session, right, user=user, role=role)
-    holders = " and ".join(x for x in (user and f"user {user}", role and f"role {role}") if x)
-    click.echo(f"Granted {member.value} to {holders}")
+def _privilege_command(change: Any, verb: str, preposition: str) -> click.Command:
+    """`flow add privilege` (grant) or `flow delete privilege` (revoke)."""
+
+    def callback(right: str, user: str | None, role: str | None) -> None:
+        with flow_context().transaction() as session:
+            member = change(session, right, user=user, role=role)
+        holders = " and ".join(x for x in (user and f"user {user}", role and f"role {role}") if x)
+        click.echo(f"{verb} {member.value} {preposition} {holders}")
+
+    return click.Command(
+        "privilege",
+        params=list(PRIVILEGE_OPTIONS),
+        callback=callback,
+        help=f"{verb.removesuffix('ed')} a right {preposition} a user or role.",
+    )
 
 
-def _revoke(right: str, user: str | None, role: str | None) -> None:
-    with flow_context().transaction() as session:
-        member = objects.revoke(session, right, user=user, role=role)
-    holders = " and ".join(x for x in (user and f"user {user}", role and f"role {role}") if x)
-    click.echo(f"Revoked {member.value} from {holders}")
-
-
-def _group(name: str, help_text: str, factory: Any, privilege_callback: Any) -> click.Group:
+def _group(name: str, help_text: str, factory: Any, *extra: click.Command) -> click.Group:
     group = FlowGroup(name, help=help_text)
     for kind_name in FIELDS:
         group.add_command(factory(kind_name))
-    if privilege_callback is not None:
-        group.add_command(
-            click.Command(
-                "privilege",
-                params=list(PRIVILEGE_OPTIONS),
-                callback=privilege_callback,
-                help=f"{'Grant' if privilege_callback is _grant else 'Revoke'} a right.",
-            )
-        )
+    for command in extra:
+        group.add_command(command)
     return group
 
 
-add_group = _group("add", "Add an object to the database.", _add_command, _grant)
-update_group = _group("update", "Update a database object.", _update_command, None)
-delete_group = _group("delete", "Delete an object from the database.", _delete_command, _revoke)
+add_group = _group(
+    "add",
+    "Add an object to the database.",
+    _add_command,
+    _privilege_command(objects.grant, "Granted", "to"),
+)
+update_group = _group("update", "Update a database object.", _update_command)
+delete_group = _group(
+    "delete",
+    "Delete an object from the database.",
+    _delete_command,
+    _privilege_command(objects.revoke, "Revoked", "from"),
+)

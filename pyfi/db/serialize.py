@@ -22,6 +22,10 @@ def json_value(value: Any) -> Any:
     return value
 
 
+def _unchanged(value: Any) -> Any:
+    return value
+
+
 def to_dict(obj: DeclarativeBase, *, raw: bool = False) -> dict[str, Any]:
     """Every column of ``obj`` except those marked ``info={"secret": True}``.
 
@@ -29,7 +33,7 @@ def to_dict(obj: DeclarativeBase, *, raw: bool = False) -> dict[str, Any]:
     renderers that format timestamps and enums themselves).
     """
     mapper = inspect(type(obj))
-    convert = (lambda value: value) if raw else json_value
+    convert = _unchanged if raw else json_value
     return {
         attr.key: convert(getattr(obj, attr.key))
         for attr in mapper.column_attrs

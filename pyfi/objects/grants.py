@@ -40,25 +40,29 @@ def grant(
     session: Session, right: str, *, user: str | None = None, role: str | None = None
 ) -> Right:
     """Grant ``right`` to a user and/or a role; granting twice changes nothing."""
-    member = coerce_enum(Right, right, "right")
-    privilege = privilege_for(session, member)
-    for holder in _holders(session, user, role):
-        if privilege not in holder.privileges:
-            holder.privileges.append(privilege)
-    session.flush()
-    return member
+    return _change(session, right, user, role, give=True)
 
 
 def revoke(
     session: Session, right: str, *, user: str | None = None, role: str | None = None
 ) -> Right:
     """Take ``right`` back from a user and/or a role."""
+    return _change(session, right, user, role, give=False)
+
+
+def _change(
+    session: Session, right: str, user: str | None, role: str | None, *, give: bool
+) -> Right:
     member = coerce_enum(Right, right, "right")
     privilege = privilege_for(session, member)
     for holder in _holders(session, user, role):
-        if privilege not in holder.privileges:
-            raise InvalidValue(f"{holder.name!r} does not hold {member.value}")
-        holder.privileges.remove(privilege)
+        held = privilege in holder.privileges
+        if give and not held:
+            holder.privileges.append(privilege)
+        elif not give:
+            if not held:
+                raise InvalidValue(f"{holder.name!r} does not hold {member.value}")
+            holder.privileges.remove(privilege)
     session.flush()
     return member
 

@@ -30,13 +30,13 @@ MINIMUMS: Mapping[str, int] = {
 }
 
 # Names travel as AMQP routing keys and queue names: keep them printable and short.
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,119}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,119}")
 _CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?LW#]+$")
 
 
 def check_name(name: str, kind: str) -> str:
     """A valid object name, or :class:`InvalidValue`."""
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise InvalidValue(
             f"invalid {kind} name {name!r}: use 1-120 letters, digits, '.', '_', ':' or '-', "
             "starting with a letter or digit"

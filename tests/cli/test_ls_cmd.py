@@ -13,11 +13,10 @@ from pyfi.db.enums import CallState, EventName
 from pyfi.db.session import Database
 from tests.conftest import Flow
 
-LISTS = ["processors", "sockets", "plugs", "queues", "nodes", "agents", "workers", "users",
-         "roles", "schedulers", "privileges"]
+LISTS = "processors sockets plugs queues nodes agents workers users roles schedulers privileges"
 
 
-@pytest.mark.parametrize("plural", LISTS)
+@pytest.mark.parametrize("plural", LISTS.split())
 def test_ls_every_list_speaks_json(first_flow: Flow, plural: str) -> None:
     # When any listing is asked for JSON
     records = json.loads(first_flow("ls", plural, "--json").output)
@@ -101,9 +100,11 @@ def test_ls_calls_filters_unfinished_and_socket(first_flow: Flow, database: Data
     ids = _record_calls(database, "pyfi.processors.sample.do_this", 3)
     _record_calls(database, "pyfi.processors.sample.do_something", 1)
     # When unfinished calls of the first socket are listed
-    page = json.loads(first_flow(
-        "ls", "calls", "--unfinished", "--socket", "pyfi.processors.sample.do_this", "--json"
-    ).output)
+    page = json.loads(
+        first_flow(
+            "ls", "calls", "--unfinished", "--socket", "pyfi.processors.sample.do_this", "--json"
+        ).output
+    )
     # Then only the running one is there
     assert [c["id"] for c in page["calls"]] == [str(ids[-1])]
 

@@ -15,9 +15,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, delete, inspect, select, text
+from sqlalchemy import bindparam, delete, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError, StatementError
 
+from pyfi import objects
 from pyfi.db import models
 from pyfi.db.enums import CallState, EventName, QueueType
 from pyfi.db.serialize import to_dict
@@ -102,7 +103,8 @@ def test_id_is_python_uuid_known_after_flush(database: Database) -> None:
     # Given the id column's default
     column = models.Queue.__table__.c.id
     # Then it is generated in Python, not by the database
-    assert column.default is not None and column.default.is_callable
+    assert column.default is not None
+    assert column.default.is_callable
     assert column.server_default is None
     # When a queue is constructed and flushed
     with database.transaction() as session:
@@ -156,9 +158,8 @@ def test_timestamp_naive_datetime_is_refused(database: Database) -> None:
     # Given a call whose start time has no time zone
     naive = datetime(2024, 3, 1, 7, 30)
     # When it is flushed
-    with pytest.raises(StatementError, match="naive datetime"):  # noqa: PT012
-        with database.transaction() as session:
-            session.add(models.Call(name="c", tracking_id=uuid.uuid4(), started=naive))
+    with pytest.raises(StatementError, match="naive datetime"), database.transaction() as session:
+        session.add(models.Call(name="c", tracking_id=uuid.uuid4(), started=naive))
     # Then nothing was stored
     assert count_rows(database, models.Call) == 0
 
@@ -179,9 +180,10 @@ def test_owner_is_stamped_with_the_database_user(database: Database) -> None:
     with database.transaction() as session:
         assert session.scalars(select(models.Queue.owner)).one() == expected
         assert session.scalars(select(models.Call.owner)).one() == expected
-        assert session.scalars(
-            select(models.Event.owner).where(models.Event.call_id == call_id)
-        ).one() == expected
+        assert (
+            session.scalars(select(models.Event.owner).where(models.Event.call_id == call_id)).one()
+            == expected
+        )
         assert session.scalars(select(models.Log.owner)).one() == expected
 
 
@@ -268,22 +270,6 @@ def test_processor_orm_delete_cascades(database: Database) -> None:
     }
 
 
-def test_processor_orm_delete_with_loaded_relationships_cascades(database: Database) -> None:
-    # Given a processor whose sockets, tasks and plugs are all loaded in the session
-    net = build_network(database)
-    # When it is deleted through the ORM in that session
-    with database.transaction() as session:
-        processor = session.get_one(models.Processor, net.processor)
-        for socket in processor.sockets:
-            assert socket.outgoing is not None and socket.incoming is not None
-        for task in processor.tasks:
-            assert task.sockets and task.arguments is not None
-        session.delete(processor)
-    # Then everything that hung off it went with it
-    assert _remaining(database, net)["sockets"] == 0
-    assert _remaining(database, net)["plugs"] == 0
-
-
 def test_socket_delete_keeps_its_calls_without_socket(database: Database) -> None:
     # Given a socket with a call and a plug
     net = build_network(database)
@@ -318,9 +304,8 @@ def test_queue_in_use_delete_is_refused_by_the_database(database: Database) -> N
     # Given a queue used by sockets and a plug
     net = build_network(database)
     # When it is deleted with a DELETE statement, bypassing the CLI's own check
-    with pytest.raises(IntegrityError):  # noqa: PT012
-        with database.transaction() as session:
-            session.execute(delete(models.Queue).where(models.Queue.id == net.queue))
+    with pytest.raises(IntegrityError), database.transaction() as session:
+        session.execute(delete(models.Queue).where(models.Queue.id == net.queue))
     # Then the queue and its users are still there
     assert _remaining(database, net) == {
         "tasks": 2,
@@ -340,6 +325,90 @@ def test_queue_unused_delete_is_allowed(database: Database) -> None:
         session.execute(delete(models.Queue))
     # Then it is gone
     assert count_rows(database, models.Queue) == 0
+
+
+# --- ORM deletes of objects whose dependants are loaded ------------------------------------
+#
+# The one-to-many relationships below rely on ON DELETE CASCADE (passive_deletes=True)
+# but have no delete cascade; once the collection is loaded, the ORM "detaches" the
+# children by setting their foreign key to NULL instead of letting the database delete
+# them: a NOT NULL violation, or orphans the database would have removed.
+
+LOADED_DELETE_BUG = (
+    "Socket.outgoing/incoming, Node.agent and Agent.workers have passive_deletes=True "
+    "without a delete cascade (or passive_deletes='all'): when loaded, the ORM nulls the "
+    "children's foreign key instead of leaving ON DELETE CASCADE to the database"
+)
+
+
+def test_processor_orm_delete_with_loaded_plugs_cascades(database: Database) -> None:
+    # Given a processor whose sockets' plugs are loaded in the session
+    net = build_network(database)
+    # When it is deleted through the ORM in that session
+    with database.transaction() as session:
+        processor = session.get_one(models.Processor, net.processor)
+        assert [len(socket.outgoing) for socket in processor.sockets] == [1, 0]
+        session.delete(processor)
+    # Then everything that hung off it went with it
+    assert _remaining(database, net)["plugs"] == 0
+
+
+def test_socket_api_delete_with_loaded_plugs_cascades(database: Database) -> None:
+    # Given a socket whose outgoing plugs were looked at in the same transaction
+    net = build_network(database)
+    # When it is deleted through the object API
+    with database.transaction() as session:
+        socket = session.get_one(models.Socket, net.source)
+        assert [plug.name for plug in socket.outgoing] == ["plug1"]
+        cascaded = objects.delete(session, objects.KINDS["socket"], "s.source")
+    # Then the plug went with it, as the database's ON DELETE CASCADE says
+    assert cascaded == {"plugs": 1}
+    assert count_rows(database, models.Plug) == 0
+
+
+def _node_with_agent_and_worker(database: Database) -> None:
+    with database.transaction() as session:
+        processor = models.Processor(name="proc1", module="m", gitrepo="https://x/y")
+        node = models.Node(name="n1", hostname="h1")
+        agent = models.Agent(name="a1", hostname="h1", node=node)
+        session.add_all([processor, node, agent])
+        session.flush()
+        session.add(models.Worker(name="w1", hostname="h1", agent=agent, processor_id=processor.id))
+
+
+def test_node_delete_statement_cascades_to_agent_and_workers(database: Database) -> None:
+    # Given a node with an agent running a worker
+    _node_with_agent_and_worker(database)
+    # When the node is deleted with a DELETE statement
+    with database.transaction() as session:
+        session.execute(delete(models.Node))
+    # Then the agent and its worker went with it
+    assert count_rows(database, models.Agent) == 0
+    assert count_rows(database, models.Worker) == 0
+
+
+def test_node_orm_delete_with_loaded_agent_cascades(database: Database) -> None:
+    # Given a node whose agent is loaded in the session
+    _node_with_agent_and_worker(database)
+    # When the node is deleted through the ORM
+    with database.transaction() as session:
+        node = session.scalars(select(models.Node)).one()
+        assert node.agent is not None
+        session.delete(node)
+    # Then its agent went with it
+    assert count_rows(database, models.Agent) == 0
+
+
+def test_agent_orm_delete_with_loaded_workers_removes_them(database: Database) -> None:
+    # Given an agent whose workers are loaded in the session
+    _node_with_agent_and_worker(database)
+    # When the agent is deleted through the ORM
+    with database.transaction() as session:
+        agent = session.scalars(select(models.Agent)).one()
+        assert [worker.name for worker in agent.workers] == ["w1"]
+        session.delete(agent)
+    # Then its workers are gone, as ON DELETE CASCADE would have done
+    assert count_rows(database, models.Worker) == 0
 
 
 # --- unique and check constraints ----------------------------------------------------------
@@ -363,9 +432,8 @@ def test_name_unique_is_enforced_by_the_database(database: Database, make: Any) 
     with database.transaction() as session:
         session.add(make())
     # When a second one with that name is inserted
-    with pytest.raises(IntegrityError):  # noqa: PT012
-        with database.transaction() as session:
-            session.add(make())
+    with pytest.raises(IntegrityError), database.transaction() as session:
+        session.add(make())
     # Then the database refused it and kept the first
     assert count_rows(database, type(make())) == 1
 
@@ -374,16 +442,15 @@ def test_socket_name_unique_is_enforced_by_the_database(database: Database) -> N
     # Given a network with a socket called "s.source"
     net = build_network(database)
     # When another socket with that name is inserted
-    with pytest.raises(IntegrityError):  # noqa: PT012
-        with database.transaction() as session:
-            session.add(
-                models.Socket(
-                    name="s.source",
-                    processor_id=net.processor,
-                    task_id=net.task,
-                    queue_id=net.queue,
-                )
+    with pytest.raises(IntegrityError), database.transaction() as session:
+        session.add(
+            models.Socket(
+                name="s.source",
+                processor_id=net.processor,
+                task_id=net.task,
+                queue_id=net.queue,
             )
+        )
     # Then there are still two sockets
     assert count_rows(database, models.Socket) == 2
 
@@ -393,9 +460,8 @@ def test_user_email_unique_is_enforced_by_the_database(database: Database) -> No
     with database.transaction() as session:
         session.add(models.User(name="joe", email="joe@x.org", password_hash="h"))
     # When another user with the same address is inserted
-    with pytest.raises(IntegrityError):  # noqa: PT012
-        with database.transaction() as session:
-            session.add(models.User(name="jim", email="joe@x.org", password_hash="h"))
+    with pytest.raises(IntegrityError), database.transaction() as session:
+        session.add(models.User(name="jim", email="joe@x.org", password_hash="h"))
     # Then only the first exists
     assert count_rows(database, models.User) == 1
 
@@ -404,9 +470,8 @@ def test_check_refuses_invalid_enum_value_in_raw_insert(database: Database) -> N
     # Given a raw INSERT of a queue whose type is not a QueueType
     statement, params = raw_row("queues", name="q1", type="bogus", durable=True)
     # When it is executed, bypassing the ORM's enum validation
-    with pytest.raises(IntegrityError):  # noqa: PT012
-        with database.transaction() as session:
-            session.execute(statement, params)
+    with pytest.raises(IntegrityError), database.transaction() as session:
+        session.execute(statement, params)
     # Then the database refused it
     assert count_rows(database, models.Queue) == 0
 
@@ -447,9 +512,8 @@ def test_check_refuses_out_of_range_processor_value_in_raw_insert(
     }
     statement, params = raw_row("processors", **{**row, column: value})
     # When it is executed
-    with pytest.raises(IntegrityError):  # noqa: PT012
-        with database.transaction() as session:
-            session.execute(statement, params)
+    with pytest.raises(IntegrityError), database.transaction() as session:
+        session.execute(statement, params)
     # Then the database refused it, while the valid row is accepted
     assert count_rows(database, models.Processor) == 0
     statement, params = raw_row("processors", **row)
@@ -465,9 +529,8 @@ def test_check_refuses_invalid_call_state_in_raw_insert(database: Database) -> N
     )
     statement = statement.bindparams(bindparam("tracking_id", type_=models.Call.tracking_id.type))
     # When it is executed
-    with pytest.raises(IntegrityError):  # noqa: PT012
-        with database.transaction() as session:
-            session.execute(statement, params)
+    with pytest.raises(IntegrityError), database.transaction() as session:
+        session.execute(statement, params)
     # Then the database refused it
     assert count_rows(database, models.Call) == 0
     assert "exploded" not in {state.value for state in CallState}
@@ -477,11 +540,13 @@ def test_check_refuses_both_interval_and_cron_on_a_socket(database: Database) ->
     # Given a network with a socket
     net = build_network(database)
     # When the socket is given both an interval and a cron schedule
-    with pytest.raises(IntegrityError):  # noqa: PT012
-        with database.transaction() as session:
-            socket = session.get_one(models.Socket, net.source)
-            socket.interval = 60
-            socket.cron = "* * * * *"
+    schedule = (
+        update(models.Socket)
+        .where(models.Socket.id == net.source)
+        .values(interval=60, cron="* * * * *")
+    )
+    with pytest.raises(IntegrityError), database.transaction() as session:
+        session.execute(schedule)
     # Then the database refused the change
     with database.transaction() as session:
         socket = session.get_one(models.Socket, net.source)

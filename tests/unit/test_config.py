@@ -246,10 +246,6 @@ def test_mask_url_leaves_passwordless_urls_alone(url: str) -> None:
     assert mask_url(url) == url
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mask_url rebuilds the netloc from parts.hostname, dropping IPv6 brackets",
-)
 def test_mask_url_keeps_ipv6_brackets() -> None:
     # Given a URI with a password and an IPv6 host
     # When / Then masking keeps the host a valid IPv6 literal
@@ -321,11 +317,6 @@ def test_read_ini_malformed_file_raises(tmp_path: Path) -> None:
         read_ini(path, required=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="read_ini: ConfigParser.read silently skips files it cannot open, so an "
-    "explicitly named ini that is unreadable (here a directory) is ignored",
-)
 def test_load_settings_unreadable_explicit_ini_raises(tmp_path: Path) -> None:
     # Given PYFI_INI naming something that exists but cannot be read as a file
     folder = tmp_path / "pyfi.ini"

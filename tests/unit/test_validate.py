@@ -37,10 +37,6 @@ def test_check_name_rejects_bad_names(name: str) -> None:
         check_name(name, "socket")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="NAME_PATTERN ends in `$`, which re.match lets match before a trailing newline",
-)
 def test_check_name_rejects_trailing_newline() -> None:
     # Given a name followed by a newline (which `$` alone would let through)
     # When / Then it is refused
@@ -59,7 +55,8 @@ def test_check_minimums_accepts_values_at_their_minimum() -> None:
 def test_check_minimums_rejects_value_below_minimum(field: str, minimum: int) -> None:
     # Given one field one below its minimum
     # When / Then the error names the field, the minimum and the value
-    with pytest.raises(InvalidValue, match=f"^{field} must be at least {minimum}, not {minimum - 1}$"):
+    expected = f"^{field} must be at least {minimum}, not {minimum - 1}$"
+    with pytest.raises(InvalidValue, match=expected):
         check_minimums({field: minimum - 1})
 
 

@@ -43,8 +43,10 @@ class Queue(Identified, Audited, Base):
     )
     description: Mapped[str | None] = mapped_column(Text)
 
-    sockets: Mapped[list[Socket]] = relationship(back_populates="queue")
-    plugs: Mapped[list[Plug]] = relationship(back_populates="queue")
+    # passive_deletes="all": the database's ON DELETE rule (here RESTRICT)
+    # decides; the ORM must never null out a child's foreign key first.
+    sockets: Mapped[list[Socket]] = relationship(back_populates="queue", passive_deletes="all")
+    plugs: Mapped[list[Plug]] = relationship(back_populates="queue", passive_deletes="all")
 
 
 class Processor(Identified, Audited, Base):
@@ -118,7 +120,7 @@ class Task(Identified, Audited, Base):
         passive_deletes=True,
         order_by="Argument.position",
     )
-    sockets: Mapped[list[Socket]] = relationship(back_populates="task", passive_deletes=True)
+    sockets: Mapped[list[Socket]] = relationship(back_populates="task", passive_deletes="all")
 
 
 class Argument(Identified, Audited, Base):
@@ -170,13 +172,13 @@ class Socket(Identified, Audited, Base):
     outgoing: Mapped[list[Plug]] = relationship(
         back_populates="source",
         foreign_keys="Plug.source_id",
-        passive_deletes=True,
+        passive_deletes="all",
         order_by="Plug.name",
     )
     incoming: Mapped[list[Plug]] = relationship(
         back_populates="target",
         foreign_keys="Plug.target_id",
-        passive_deletes=True,
+        passive_deletes="all",
         order_by="Plug.name",
     )
 

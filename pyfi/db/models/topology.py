@@ -71,7 +71,8 @@ class Node(Identified, Audited, Base):
     )
 
     scheduler: Mapped[Scheduler | None] = relationship(back_populates="nodes")
-    agent: Mapped[Agent | None] = relationship(back_populates="node", passive_deletes=True)
+    # The database cascades node -> agent -> workers; the ORM leaves it to it.
+    agent: Mapped[Agent | None] = relationship(back_populates="node", passive_deletes="all")
 
 
 class Agent(Identified, Audited, Base):
@@ -93,7 +94,7 @@ class Agent(Identified, Audited, Base):
     )
 
     node: Mapped[Node] = relationship(back_populates="agent")
-    workers: Mapped[list[Worker]] = relationship(back_populates="agent", passive_deletes=True)
+    workers: Mapped[list[Worker]] = relationship(back_populates="agent", passive_deletes="all")
 
 
 class Deployment(Identified, Audited, Base):
