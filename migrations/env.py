@@ -13,6 +13,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 from pyfi.db.models import Base
+from pyfi.db.schema import only_model_tables
 
 config = context.config
 target_metadata = Base.metadata
@@ -27,6 +28,7 @@ def _configure(connection: object) -> None:
         compare_type=True,
         compare_server_default=True,
         user_module_prefix="pyfi.db.types.",
+        include_name=only_model_tables,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -56,7 +56,7 @@ LABELS: Mapping[str, str] = {
 
 DATABASE_SCHEMES = ("postgresql", "sqlite")
 BROKER_SCHEMES = ("amqp", "amqps", "pyamqp", "filesystem", "memory")
-BACKEND_SCHEMES = ("redis", "rediss", "sqlite")
+BACKEND_SCHEMES = ("redis", "rediss", "sqlite", "postgresql", "postgresql+psycopg")
 
 
 def default_ini_path() -> Path:

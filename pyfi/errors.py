@@ -15,8 +15,20 @@ to exit code 1; nothing below ``pyfi.cli`` knows about exit codes.
     │   │   └── ProcessorNotFound
     │   ├── DuplicateObject             a name that is already taken
     │   ├── ObjectInUse                 delete refused: other objects refer to it
-    │   └── DatabaseNotInitialised      tables are missing: run `flow db init`
-    └── DatabaseUnavailable             exit 1: the database cannot be reached
+    │   ├── DatabaseNotInitialised      tables are missing: run `flow db init`
+    │   └── AdaptorNotFound             `flow listen -a`: no such module.function
+    ├── DatabaseUnavailable             exit 1: the database cannot be reached
+    ├── BrokerUnavailable               the message broker cannot be reached
+    ├── MessageDecodeError              a message that is not a pyfi envelope
+    ├── CallFailed                      the remote function raised (type, message, traceback)
+    │   └── CallTimeout                 no result within the time asked for
+    ├── Retry                           raised by user code to ask for another attempt
+    ├── BackendError                    the result backend failed
+    │   └── BackendUnavailable          the result backend cannot be reached
+    ├── EventsUnavailable               the live-event transport cannot be reached
+    ├── EventDecodeError                a live event that is not JSON of the expected shape
+    └── AdaptorFailed                   a `flow listen` adaptor raised on an event
+    WorkerShutdown (BaseException)      stops a worker; user code cannot swallow it
 
 Each class's docstring is its default message, so ``raise ObjectNotFound()``
 still says something useful.
@@ -88,3 +100,75 @@ class DatabaseNotInitialised(UserError):
 
 class DatabaseUnavailable(FlowError):
     """The database cannot be reached."""
+
+
+class BrokerUnavailable(FlowError):
+    """The message broker cannot be reached."""
+
+
+class MessageDecodeError(FlowError):
+    """The message is not a pyfi envelope."""
+
+
+class CallFailed(FlowError):
+    """The remote function raised; its failure travels as data, never as a pickle."""
+
+    def __init__(
+        self,
+        error_type: str = "Exception",
+        message: str = "",
+        traceback: str | None = None,
+        call_id: str | None = None,
+    ) -> None:
+        self.error_type = error_type
+        self.remote_message = message
+        self.traceback = traceback
+        self.call_id = call_id
+        super().__init__(f"remote {error_type}: {message}" if message else f"remote {error_type}")
+
+
+class CallTimeout(CallFailed):
+    """No result arrived within the time asked for."""
+
+    def __init__(self, call_id: str, timeout_s: float) -> None:
+        super().__init__("CallTimeout", f"no result after {timeout_s:g}s", call_id=call_id)
+        self.args = (
+            f"no result for call {call_id} after {timeout_s:g}s; it may still run "
+            "(is a worker consuming its socket?)",
+        )
+
+
+class Retry(FlowError):
+    """Raised by a socket function to ask for another attempt after ``delay`` seconds."""
+
+    def __init__(self, message: str = "", delay: float | None = None) -> None:
+        super().__init__(message or "retry requested")
+        self.delay = delay
+
+
+class WorkerShutdown(BaseException):
+    """Stops a worker; a BaseException so that `except Exception` in user code cannot catch it."""
+
+
+class BackendError(FlowError):
+    """The result backend failed."""
+
+
+class BackendUnavailable(BackendError):
+    """The result backend cannot be reached."""
+
+
+class AdaptorNotFound(UserError):
+    """The adaptor cannot be loaded; expected an importable module.function."""
+
+
+class EventsUnavailable(FlowError):
+    """The live-event transport (Redis or the message broker) cannot be reached."""
+
+
+class EventDecodeError(FlowError):
+    """A live event is not a JSON object of the expected shape."""
+
+
+class AdaptorFailed(FlowError):
+    """The adaptor raised an exception while handling an event."""

@@ -27,6 +27,8 @@ from pyfi.db.session import Database
 
 DEFAULT_TEST_DB = "postgresql+psycopg://postgres@127.0.0.1/test"
 TEST_DB = os.environ.get("PYFI_TEST_DB", DEFAULT_TEST_DB)
+TEST_REDIS = os.environ.get("PYFI_TEST_REDIS", "redis://127.0.0.1:6379/15")
+TEST_AMQP = os.environ.get("PYFI_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
@@ -43,19 +45,54 @@ def _postgres_problem() -> str | None:
     return None
 
 
+def _redis_problem() -> str | None:
+    import redis
+
+    try:
+        redis.Redis.from_url(TEST_REDIS, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        return str(exc).splitlines()[0]
+    return None
+
+
+def _amqp_problem() -> str | None:
+    from kombu import Connection
+
+    try:
+        with Connection(TEST_AMQP, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:  # kombu raises several unrelated types here
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
 POSTGRES_PROBLEM = _postgres_problem()
+REDIS_PROBLEM = _redis_problem()
+AMQP_PROBLEM = _amqp_problem()
 
 requires_postgres = pytest.mark.skipif(
     POSTGRES_PROBLEM is not None and not IN_CI,
     reason=f"PostgreSQL at PYFI_TEST_DB is unreachable: {POSTGRES_PROBLEM}",
 )
+requires_redis = pytest.mark.skipif(
+    REDIS_PROBLEM is not None and not IN_CI,
+    reason=f"Redis at PYFI_TEST_REDIS is unreachable: {REDIS_PROBLEM}",
+)
+requires_rabbitmq = pytest.mark.skipif(
+    AMQP_PROBLEM is not None and not IN_CI,
+    reason=f"RabbitMQ at PYFI_TEST_AMQP is unreachable: {AMQP_PROBLEM}",
+)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    if IN_CI and POSTGRES_PROBLEM is not None:
-        raise pytest.UsageError(
-            f"CI requires PostgreSQL at {TEST_DB} but it is unreachable: {POSTGRES_PROBLEM}"
-        )
+    problems = {
+        f"PostgreSQL at {TEST_DB}": POSTGRES_PROBLEM,
+        f"Redis at {TEST_REDIS}": REDIS_PROBLEM,
+        f"RabbitMQ at {TEST_AMQP}": AMQP_PROBLEM,
+    }
+    missing = [f"{name}: {problem}" for name, problem in problems.items() if problem]
+    if IN_CI and missing:
+        raise pytest.UsageError("CI requires every service; unreachable: " + "; ".join(missing))
 
 
 @pytest.fixture(autouse=True)
@@ -83,6 +120,35 @@ def postgres_url() -> Iterator[str]:
     with admin.engine.begin() as conn:
         conn.exec_driver_sql(f'DROP SCHEMA "{schema_name}" CASCADE')
     admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """PYFI_TEST_REDIS, its database flushed before and after the test."""
+    import redis
+
+    client = redis.Redis.from_url(TEST_REDIS)
+    client.flushdb()
+    yield TEST_REDIS
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def amqp_url() -> Iterator[str]:
+    """A RabbitMQ URL on a virtual host of its own, deleted after the test."""
+    import subprocess
+
+    vhost = f"pyfi_t_{uuid.uuid4().hex[:12]}"
+    ctl = ["rabbitmqctl", "-q"]
+    subprocess.run([*ctl, "add_vhost", vhost], check=True, capture_output=True)
+    subprocess.run(
+        [*ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+    yield TEST_AMQP.rstrip("/") + "/" + vhost
+    subprocess.run([*ctl, "delete_vhost", vhost], check=False, capture_output=True)
 
 
 @pytest.fixture
@@ -143,6 +209,31 @@ class Flow:
         errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
         assert len(errors) == 1, result.output
         return errors[0]
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("embedded"),
+        pytest.param(
+            "real",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.rabbitmq,
+                pytest.mark.redis,
+                requires_postgres,
+                requires_rabbitmq,
+                requires_redis,
+            ],
+        ),
+    ]
+)
+def stack(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """A whole pyfi network: embedded (SQLite, a folder broker) or real (three servers)."""
+    from tests.acceptance.mesh import make_stack
+
+    yield from make_stack(request, tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -414,10 +414,11 @@ def list_calls(
 
 @ls_group.command("call")
 @click.option("--id", "call_id", required=True, help="ID of the call.")
+@click.option("-r", "--result", "with_result", is_flag=True, help="Include the call's result.")
 @json_option
 @pass_flow
-def show_call(flow: CliContext, call_id: str, as_json: bool) -> None:
-    """Show one call with its provenance and events."""
+def show_call(flow: CliContext, call_id: str, with_result: bool, as_json: bool) -> None:
+    """Show one call with its provenance and events (and its result)."""
     wanted = _parse_id(call_id, "call id")
     with flow.transaction() as session:
         call = session.get(models.Call, wanted, options=[selectinload(models.Call.events)])
@@ -427,8 +428,11 @@ def show_call(flow: CliContext, call_id: str, as_json: bool) -> None:
             )
         record = to_dict(call, raw=True)
         events = [to_dict(event, raw=True) for event in call.events]
+    outcome = _stored_outcome(flow, call_id) if with_result else None
     if as_json:
-        print_json({"call": record, "events": events})
+        print_json(
+            {"call": record, "events": events, **({"result": outcome} if with_result else {})}
+        )
         return
     print_table(CALL_COLUMNS, [record], title="Call")
     print_table(
@@ -447,6 +451,22 @@ def show_call(flow: CliContext, call_id: str, as_json: bool) -> None:
         events,
         title="Events",
     )
+    if with_result:
+        if outcome is None:
+            note("No result stored (still running, or expired from the result backend).")
+        else:
+            print_record(outcome, title="Result")
+
+
+def _stored_outcome(flow: CliContext, call_id: str) -> dict[str, Any] | None:
+    """The call's stored outcome (``status`` plus ``value`` or ``error``), if kept."""
+    import json
+
+    from pyfi.backend import open_backend
+
+    with open_backend(flow.settings.backend_url) as backend:
+        stored = backend.get(call_id)
+    return json.loads(stored) if stored is not None else None
 
 
 def _parse_id(value: str, what: str) -> uuid.UUID:

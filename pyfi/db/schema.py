@@ -76,9 +76,22 @@ def differences(database: Database) -> list[Any]:
 
     with database.connect() as conn:
         context = MigrationContext.configure(
-            conn, opts={"compare_type": True, "render_as_batch": True}
+            conn,
+            opts={
+                "compare_type": True,
+                "render_as_batch": True,
+                "include_name": only_model_tables,
+            },
         )
         return list(compare_metadata(context, Base.metadata))
+
+
+def only_model_tables(name: str | None, type_: str, _parents: Any) -> bool:
+    """Compare only the meta-model's tables: others in the database are not ours.
+
+    (The result backend, pointed at the same database, keeps its own tables.)
+    """
+    return type_ != "table" or name in Base.metadata.tables
 
 
 def pyfi_tables(database: Database) -> list[str]:

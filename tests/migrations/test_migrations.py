@@ -213,3 +213,13 @@ def test_db_check_fails_on_drifted_database(flow: Flow, database: Database) -> N
     # Then it fails, telling how many differences there are and how to fix them
     assert "differs from the models in 1 place" in error
     assert "flow db migrate" in error
+
+
+def test_differences_ignore_tables_that_are_not_the_models(database: Database) -> None:
+    # Given a table of another component (the result backend) in the same database
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE pyfi_results (call_id VARCHAR(64) PRIMARY KEY)")
+    # When the schema is compared with the models
+    found = schema.differences(database)
+    # Then the foreign table is not reported as something to drop
+    assert found == []

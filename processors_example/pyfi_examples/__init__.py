@@ -1,0 +1,1 @@
+"""Sample processors for pyfi."""

@@ -1,0 +1,198 @@
+"""The production result backend, on Redis.
+
+Keys (all under ``pyfi:``):
+
+``pyfi:result:<call id>``
+    The outcome string, with the call's TTL.
+``pyfi:result:<call id>:notify``
+    A list holding one wake-up token while the outcome exists. Waiters block
+    on it with ``BLPOP`` instead of polling, and put the token back so that
+    every other waiter wakes too.
+``pyfi:join:<tracking id>:<socket>``
+    A hash of ``arg:<name>`` to value, plus ``claimant`` once the join fired.
+
+A join delivery is one Lua script, so recording the value, checking
+completeness and claiming happen atomically across every worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote
+
+import redis
+
+from pyfi.backend.base import ResultBackend, check_join, check_ttl
+from pyfi.config import mask_url
+from pyfi.errors import BackendError, BackendUnavailable
+
+PREFIX = "pyfi:"
+CONNECT_TIMEOUT_S = 5
+# Every command but BLPOP answers at once; BLPOP is issued in slices shorter
+# than this, so a dead server is noticed instead of blocking a waiter forever.
+SOCKET_TIMEOUT_S = 15
+BLPOP_SLICE_S = 10.0
+HEALTH_CHECK_INTERVAL_S = 30
+# Shown by CLIENT LIST, so operators can tell pyfi's connections apart.
+CLIENT_NAME = "pyfi-backend"
+
+# KEYS[1] join hash. ARGV: argument, value, claimant, ttl_s, expected names...
+# Values are frozen once claimed, so a late or repeated delivery cannot change
+# what a redelivered firing sees.
+_JOIN = """
+local claimed = redis.call('HGET', KEYS[1], 'claimant')
+if not claimed then
+  redis.call('HSET', KEYS[1], 'arg:' .. ARGV[1], ARGV[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if claimed and claimed ~= ARGV[3] then
+  return false
+end
+local out = {}
+for i = 5, #ARGV do
+  local value = redis.call('HGET', KEYS[1], 'arg:' .. ARGV[i])
+  if not value then
+    return false
+  end
+  out[#out + 1] = ARGV[i]
+  out[#out + 1] = value
+end
+if not claimed then
+  redis.call('HSET', KEYS[1], 'claimant', ARGV[3])
+end
+return out
+"""
+
+# KEYS[1] result, KEYS[2] its notify list. A waiter that took the token puts
+# it back for the others, for as long as the result itself lives.
+_REPUSH = """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('RPUSH', KEYS[2], '1')
+  redis.call('LTRIM', KEYS[2], 0, 0)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return ttl
+"""
+
+
+class RedisBackend(ResultBackend):
+    """A result backend on one Redis database, with a connection pool of its own."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._pool = redis.ConnectionPool.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            health_check_interval=HEALTH_CHECK_INTERVAL_S,
+            client_name=CLIENT_NAME,
+        )
+        self._client = redis.Redis(connection_pool=self._pool)
+        self._join = self._client.register_script(_JOIN)
+        self._repush = self._client.register_script(_REPUSH)
+
+    def store(self, call_id: str, outcome: str, ttl_s: int) -> None:
+        check_ttl(ttl_s)
+        result, notify = _result_key(call_id), _notify_key(call_id)
+        # One MULTI/EXEC: a waiter never sees the token without the value.
+        with self._translate(), self._client.pipeline(transaction=True) as pipe:
+            pipe.set(result, outcome, ex=ttl_s)
+            pipe.rpush(notify, "1")
+            pipe.ltrim(notify, 0, 0)
+            pipe.expire(notify, ttl_s)
+            pipe.execute()
+
+    def get(self, call_id: str) -> str | None:
+        with self._translate():
+            return _text(self._client.get(_result_key(call_id)))
+
+    def wait(self, call_id: str, timeout_s: float) -> str | None:
+        deadline = time.monotonic() + timeout_s
+        result, notify = _result_key(call_id), _notify_key(call_id)
+        with self._translate():
+            # Checked first: the outcome may have been stored before we came.
+            outcome = _text(self._client.get(result))
+            while outcome is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                # BLPOP treats 0 as "forever", so never ask for less than 10 ms.
+                blocking = max(min(remaining, BLPOP_SLICE_S), 0.01)
+                if self._client.blpop([notify], timeout=blocking) is None:
+                    continue
+                self._repush(keys=[result, notify])
+                outcome = _text(self._client.get(result))
+            return outcome
+
+    def join(
+        self,
+        tracking_id: str,
+        socket: str,
+        argument: str,
+        value: str,
+        expected: Sequence[str],
+        claimant: str,
+        ttl_s: int,
+    ) -> dict[str, str] | None:
+        check_join(argument, expected, ttl_s)
+        with self._translate():
+            reply = self._join(
+                keys=[_join_key(tracking_id, socket)],
+                args=[argument, value, claimant, ttl_s, *expected],
+            )
+        if reply is None:
+            return None
+        pairs = [str(_text(item)) for item in reply]
+        return dict(zip(pairs[::2], pairs[1::2], strict=True))
+
+    def complete_join(self, tracking_id: str, socket: str) -> None:
+        with self._translate():
+            self._client.delete(_join_key(tracking_id, socket))
+
+    def close(self) -> None:
+        self._client.close()
+        self._pool.disconnect()
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        """Turn redis-py errors into pyfi errors that name the (masked) URL."""
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BackendUnavailable(
+                f"cannot reach the result backend {mask_url(self.url)}: {_first_line(exc)}"
+            ) from exc
+        except redis.RedisError as exc:
+            raise BackendError(
+                f"the result backend {mask_url(self.url)} failed: {_first_line(exc)}"
+            ) from exc
+
+
+def _result_key(call_id: str) -> str:
+    return f"{PREFIX}result:{call_id}"
+
+
+def _notify_key(call_id: str) -> str:
+    return f"{PREFIX}result:{call_id}:notify"
+
+
+def _join_key(tracking_id: str, socket: str) -> str:
+    # Quoting keeps "a:b" + "c" and "a" + "b:c" apart; UUIDs pass unchanged.
+    return f"{PREFIX}join:{quote(tracking_id, safe='')}:{socket}"
+
+
+def _text(reply: Any) -> str | None:
+    # The pool decodes replies, but redis-py's types also allow bytes.
+    if reply is None or isinstance(reply, str):
+        return reply
+    return bytes(reply).decode()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,252 @@
+"""One broker connection: declare a socket's topology, publish, consume.
+
+RabbitMQ is reached through kombu and py-amqp with publisher confirms on, so
+``publish`` returns only once the broker has taken responsibility for the
+message. The embedded default uses :mod:`pyfi.broker.filesystem`. The URI
+alone chooses; callers see the same methods either way.
+
+A :class:`Broker` is not thread-safe (nor are kombu channels): each thread
+that publishes uses its own, made with :meth:`Broker.clone`.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
+from kombu.message import Message as KombuMessage
+from kombu.messaging import Consumer, Producer
+
+from pyfi import naming
+from pyfi.broker import filesystem
+from pyfi.broker.topology import SocketRoute
+from pyfi.config import filesystem_broker_dir, mask_url
+from pyfi.errors import BrokerUnavailable
+from pyfi.message import CONTENT_TYPE, Message
+
+CONNECT_RETRIES = 3
+
+
+def connection_for(url: str) -> Connection:
+    """A kombu connection for a pyfi broker URI (not yet connected)."""
+    if url.startswith("filesystem://"):
+        root = filesystem_broker_dir(url)
+        root.mkdir(parents=True, exist_ok=True)
+        return Connection(
+            transport=filesystem.Transport,
+            transport_options={
+                "pyfi_root": str(root),
+                "data_folder_in": str(root / "queues"),
+                "data_folder_out": str(root / "queues"),
+                "control_folder": str(root / "control"),
+            },
+        )
+    if url.startswith("memory://"):
+        return Connection("memory://")
+    return Connection(
+        url,
+        connect_timeout=5,
+        heartbeat=0,
+        transport_options={"confirm_publish": True},
+    )
+
+
+class Broker:
+    """A connection to the message broker and what has been declared on it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.connection = connection_for(url)
+        self._exchanges: dict[str, Exchange] = {}
+        self._declared: set[str] = set()
+        self._producer: Producer | None = None
+        self.connect()
+
+    @property
+    def is_filesystem(self) -> bool:
+        """True for the embedded broker folder."""
+        return self.url.startswith("filesystem://")
+
+    @property
+    def root(self) -> Path | None:
+        """The broker folder of the embedded broker."""
+        return filesystem_broker_dir(self.url) if self.is_filesystem else None
+
+    def connect(self) -> None:
+        """Connect (or reconnect), translating failure into :class:`BrokerUnavailable`."""
+        try:
+            self.connection.ensure_connection(max_retries=CONNECT_RETRIES, interval_start=0.2)
+        except (*self.connection.connection_errors, OSError) as exc:
+            raise BrokerUnavailable(
+                f"cannot reach the message broker {mask_url(self.url)}: {exc}; start it, or "
+                "point --broker/PYFI_BROKER at a reachable one"
+            ) from exc
+
+    def clone(self) -> Broker:
+        """Another connection to the same broker, for another thread."""
+        return Broker(self.url)
+
+    # -- topology --------------------------------------------------------
+    def declare(self, route: SocketRoute) -> None:
+        """Declare a socket's exchange, queue, binding and dead-letter queue (once)."""
+        if route.socket in self._declared:
+            return
+        channel = self.connection.default_channel
+        exchange = self._exchange(route)
+        exchange.declare(channel=channel)
+        Queue(
+            route.queue,
+            exchange=exchange,
+            routing_key=route.routing_key,
+            durable=route.durable,
+            queue_arguments=route.queue_arguments(),
+            channel=channel,
+        ).declare()
+        self._plain_queue(route.dead_letter_queue).declare()
+        self._declared.add(route.socket)
+
+    def _exchange(self, route: SocketRoute) -> Exchange:
+        exchange = self._exchanges.get(route.exchange)
+        if exchange is None:
+            exchange = Exchange(route.exchange, type=route.exchange_type, durable=route.durable)
+            self._exchanges[route.exchange] = exchange
+        return exchange
+
+    def _plain_queue(self, name: str, arguments: dict[str, Any] | None = None) -> Queue:
+        return Queue(
+            name,
+            exchange=Exchange(naming.DEFAULT_EXCHANGE),
+            routing_key=name,
+            durable=True,
+            queue_arguments=arguments or None,
+            channel=self.connection.default_channel,
+        )
+
+    # -- publishing ------------------------------------------------------
+    @property
+    def producer(self) -> Producer:
+        if self._producer is None:
+            self._producer = Producer(self.connection.default_channel)
+        return self._producer
+
+    def publish(self, message: Message, route: SocketRoute, *, delay_ms: int = 0) -> None:
+        """Publish a call to a socket; returns once the broker has it.
+
+        With ``delay_ms`` the broker holds the message that long first: a
+        TTL queue that dead-letters into the socket's queue on RabbitMQ, a
+        due time in the file name on the embedded broker.
+        """
+        self.declare(route)
+        body = message.encode()
+        headers: dict[str, Any] = {"pyfi-socket": message.socket}
+        if delay_ms <= 0:
+            self._send(body, self._exchange(route), route.routing_key, headers, message.call_id)
+        elif self.is_filesystem:
+            headers[filesystem.DUE_HEADER] = int(time.time() * 1000) + delay_ms
+            self._send(body, naming.DEFAULT_EXCHANGE, route.queue, headers, message.call_id)
+        else:
+            holding = naming.delay_queue(route.socket, delay_ms)
+            if holding not in self._declared:
+                self._plain_queue(
+                    holding,
+                    {
+                        "x-message-ttl": delay_ms,
+                        "x-dead-letter-exchange": naming.DEFAULT_EXCHANGE,
+                        "x-dead-letter-routing-key": route.queue,
+                    },
+                ).declare()
+                self._declared.add(holding)
+            self._send(body, naming.DEFAULT_EXCHANGE, holding, headers, message.call_id)
+
+    def publish_to_queue(self, queue: str, body: bytes, headers: dict[str, Any]) -> None:
+        """Publish raw bytes straight into a named queue (dead letters)."""
+        if queue not in self._declared:
+            self._plain_queue(queue).declare()
+            self._declared.add(queue)
+        self._send(body, naming.DEFAULT_EXCHANGE, queue, headers, None)
+
+    def _send(
+        self,
+        body: bytes,
+        exchange: Exchange | str,
+        routing_key: str,
+        headers: dict[str, Any],
+        message_id: str | None,
+    ) -> None:
+        try:
+            self.producer.publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                content_type=CONTENT_TYPE,
+                content_encoding="utf-8",
+                delivery_mode=2,
+                headers=headers,
+                message_id=message_id,
+                retry=True,
+                retry_policy={"max_retries": CONNECT_RETRIES, "interval_start": 0.2},
+            )
+        except self.connection.connection_errors as exc:
+            raise BrokerUnavailable(
+                f"lost the message broker {mask_url(self.url)} while publishing: {exc}"
+            ) from exc
+
+    # -- consuming -------------------------------------------------------
+    def consumer(
+        self,
+        routes: Iterable[SocketRoute],
+        on_message: Callable[[KombuMessage], None],
+        *,
+        prefetch: int,
+    ) -> Consumer:
+        """A started consumer of the sockets' queues; messages arrive undecoded."""
+        queues = []
+        for route in routes:
+            self.declare(route)
+            queues.append(
+                Queue(
+                    route.queue,
+                    exchange=self._exchange(route),
+                    routing_key=route.routing_key,
+                    durable=route.durable,
+                    queue_arguments=route.queue_arguments(),
+                )
+            )
+        consumer = Consumer(
+            self.connection.default_channel,
+            queues=queues,
+            on_message=on_message,
+            prefetch_count=prefetch,
+            no_ack=False,
+        )
+        consumer.consume()
+        return consumer
+
+    def drain(self, timeout: float) -> None:
+        """Deliver whatever arrives within ``timeout`` seconds to the consumers."""
+        try:
+            self.connection.drain_events(timeout=timeout)
+        except TimeoutError:
+            pass
+        except socket.timeout:  # noqa: UP041 - py-amqp may raise the socket alias
+            pass
+
+    def get(self, queue: str) -> KombuMessage | None:
+        """Take one message from a queue without a consumer (unacked until settled)."""
+        self._plain_queue(queue).declare()
+        message: KombuMessage | None = self._plain_queue(queue).get(
+            no_ack=False, accept=[CONTENT_TYPE]
+        )
+        return message
+
+    def close(self) -> None:
+        """Close the connection; unacked messages go back to their queues."""
+        try:
+            self.connection.release()
+        except (*self.connection.connection_errors, OSError):
+            pass

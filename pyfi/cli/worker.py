@@ -1,0 +1,88 @@
+"""`flow worker start`: run the sockets of one processor in this process."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from pyfi.cli.context import CliContext, FlowGroup, pass_flow
+
+
+@click.group("worker", cls=FlowGroup)
+def worker_group() -> None:
+    """Run pyfi workers."""
+
+
+@worker_group.command("start")
+@click.option("-p", "--processor", "processor_name", required=True, help="Processor to serve.")
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Calls run at once [default: the processor's concurrency].",
+)
+@click.option(
+    "--path",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to import the processor's module from (before the installed packages).",
+)
+@click.option(
+    "--result-ttl",
+    type=click.IntRange(min=1),
+    default=24 * 3600,
+    show_default=True,
+    help="Seconds results are kept.",
+)
+@click.option(
+    "--join-ttl",
+    type=click.IntRange(min=1),
+    default=3600,
+    show_default=True,
+    help="Seconds a partly delivered join waits for its other arguments.",
+)
+@click.option(
+    "--record/--no-record",
+    default=True,
+    show_default=True,
+    help="Record calls and events in the database.",
+)
+@click.option(
+    "--events/--no-events",
+    default=True,
+    show_default=True,
+    help="Publish live events for `flow listen`.",
+)
+@pass_flow
+def start(
+    flow: CliContext,
+    processor_name: str,
+    concurrency: int | None,
+    path: Path | None,
+    result_ttl: int,
+    join_ttl: int,
+    record: bool,
+    events: bool,
+) -> None:
+    """Consume every socket of a processor until stopped (SIGTERM drains, then exits)."""
+    from pyfi.worker.factory import build_worker
+    from pyfi.worker.worker import WorkerOptions
+
+    logging.basicConfig(
+        level=logging.DEBUG if flow.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    options = WorkerOptions(
+        concurrency=concurrency or 0,
+        path=path,
+        result_ttl_s=result_ttl,
+        join_ttl_s=join_ttl,
+        record=record,
+        events=events,
+    )
+    worker = build_worker(flow.settings, flow.database, processor_name, options)
+    flow.database.dispose()  # the worker's hot path never uses this connection
+    worker.run()

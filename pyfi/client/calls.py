@@ -1,0 +1,122 @@
+"""Send a call to a socket and wait for its outcome.
+
+This is the plumbing under `flow task run` and the Python API: it reads a
+socket's route from the meta-model once, publishes the call with publisher
+confirms, and waits on the result backend (no polling of the broker).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pyfi.backend import open_backend
+from pyfi.broker import Broker, SocketRoute
+from pyfi.config import Settings
+from pyfi.db.session import Database
+from pyfi.errors import CallFailed, CallTimeout
+from pyfi.message import Message
+from pyfi.wiring import load_route
+
+
+class Client:
+    """A connection to a pyfi network: database (for routes), broker and backend."""
+
+    def __init__(self, settings: Settings, database: Database | None = None) -> None:
+        self.settings = settings
+        self._database = database
+        self._owns_database = database is None
+        self._routes: dict[str, SocketRoute] = {}
+        self._broker: Broker | None = None
+        self._backend: Any = None
+
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            self._database = Database(self.settings.database_url)
+        return self._database
+
+    @property
+    def broker(self) -> Broker:
+        if self._broker is None:
+            self._broker = Broker(self.settings.broker_url)
+        return self._broker
+
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            self._backend = open_backend(self.settings.backend_url)
+        return self._backend
+
+    def route(self, socket: str) -> SocketRoute:
+        """The route of ``socket``, read from the meta-model once per client."""
+        if socket not in self._routes:
+            with self.database.transaction() as session:
+                self._routes[socket] = load_route(session, socket)
+        return self._routes[socket]
+
+    def send(
+        self,
+        socket: str,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        tracking_id: str | None = None,
+        parent_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Message:
+        """Publish a call; returns once the broker has confirmed it."""
+        message = Message.new(
+            socket,
+            args,
+            kwargs,
+            tracking_id=tracking_id,
+            parent_id=parent_id,
+            idempotency_key=idempotency_key,
+        )
+        self.broker.publish(message, self.route(socket))
+        return message
+
+    def result(self, call_id: str, timeout_s: float) -> Any:
+        """The value of a call, waiting up to ``timeout_s`` seconds.
+
+        Raises
+        ------
+        CallFailed
+            The function raised; the remote type, message and traceback are kept.
+        CallTimeout
+            No outcome within ``timeout_s``.
+        """
+        stored = self.backend.wait(call_id, timeout_s)
+        if stored is None:
+            raise CallTimeout(call_id, timeout_s)
+        return unwrap(stored, call_id)
+
+    def close(self) -> None:
+        """Release the broker, backend and (if owned) database connections."""
+        if self._broker is not None:
+            self._broker.close()
+        if self._backend is not None:
+            self._backend.close()
+        if self._owns_database and self._database is not None:
+            self._database.dispose()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def unwrap(stored: str, call_id: str) -> Any:
+    """The value of a stored outcome, or the remote failure raised as :class:`CallFailed`."""
+    outcome = json.loads(stored)
+    if outcome.get("status") == "ok":
+        return outcome.get("value")
+    error = outcome.get("error") or {}
+    raise CallFailed(
+        str(error.get("type", "Exception")),
+        str(error.get("message", "")),
+        error.get("traceback"),
+        call_id=call_id,
+    )

@@ -1,0 +1,231 @@
+"""The live event: what a worker says about a call while it happens, as JSON.
+
+Live events are a *view*, not a record: the ``Call`` and ``Event`` rows in the
+database are the durable history. An event therefore carries enough to be
+shown on its own (where, which call, what state) and travels as plain JSON so
+that browsers, shell pipes and other languages can read it. It never travels
+as a pickle: a listener must not execute what a worker sends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket as _socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, Literal, cast, get_args
+
+from pyfi.errors import EventDecodeError, InvalidValue
+
+SCHEMA_VERSION = 1
+"""Bumped when a field changes meaning; adding a field does not bump it."""
+
+Channel = Literal["task", "log", "result", "error"]
+CHANNELS: tuple[Channel, ...] = get_args(Channel)
+GLOBAL_CHANNEL = "global"
+"""Every event is published on its own channel *and* on this one."""
+
+_REQUIRED_STR = ("channel", "state", "room", "date", "processor", "queue", "hostname")
+_OPTIONAL_STR = ("call_id", "tracking_id", "socket")
+
+
+def room_name(queue: str, processor: str) -> str:
+    """The ``<queue>.<processor>`` room a processor's events belong to."""
+    return f"{queue}.{processor}"
+
+
+def channel_name(queue: str, processor: str, channel: str) -> str:
+    """The pub/sub channel of one kind of event of one processor.
+
+    Parameters
+    ----------
+    queue, processor:
+        The names of the queue object and the processor.
+    channel:
+        One of :data:`CHANNELS`, or ``*`` for a pattern matching all of them.
+
+    Returns
+    -------
+    str
+        ``<queue>.<processor>.<channel>``, e.g. ``pyfi.queue1.proc1.task``.
+
+    Raises
+    ------
+    InvalidValue
+        If ``channel`` is not a known channel.
+    """
+    if channel != "*" and channel not in CHANNELS:
+        raise InvalidValue(f"unknown event channel {channel!r}; expected one of {_choices()}")
+    return f"{room_name(queue, processor)}.{channel}"
+
+
+def _choices() -> str:
+    return ", ".join(CHANNELS)
+
+
+def utc_now() -> str:
+    """The current time as ISO-8601 UTC with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveEvent:
+    """One lifecycle step of one call (or one log line), as published live.
+
+    ``data`` holds whatever the channel needs beyond the common fields: a
+    result preview, an error's type and message, a log line. It is excluded
+    from hashing because a dict cannot be hashed.
+    """
+
+    schema: int = SCHEMA_VERSION
+    channel: Channel
+    state: str
+    room: str
+    date: str
+    call_id: str | None = None
+    tracking_id: str | None = None
+    socket: str | None = None
+    processor: str
+    queue: str
+    hostname: str
+    pid: int
+    data: Mapping[str, Any] | None = field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.channel not in CHANNELS:
+            raise InvalidValue(
+                f"unknown event channel {self.channel!r}; expected one of {_choices()}"
+            )
+
+    @classmethod
+    def create(
+        cls,
+        channel: Channel,
+        state: str,
+        *,
+        queue: str,
+        processor: str,
+        socket: str | None = None,
+        call_id: str | None = None,
+        tracking_id: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> LiveEvent:
+        """An event stamped now, from this host and process.
+
+        Raises
+        ------
+        InvalidValue
+            If ``channel`` is not one of :data:`CHANNELS`.
+        """
+        return cls(
+            channel=channel,
+            state=state,
+            room=room_name(queue, processor),
+            date=utc_now(),
+            call_id=call_id,
+            tracking_id=tracking_id,
+            socket=socket,
+            processor=processor,
+            queue=queue,
+            hostname=_socket.gethostname(),
+            pid=os.getpid(),
+            data=data,
+        )
+
+    @property
+    def channel_name(self) -> str:
+        """The specific channel this event is published on (besides ``global``)."""
+        return f"{self.room}.{self.channel}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as a new JSON-ready dict (``data`` is copied, not shared)."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["data"] = dict(self.data) if self.data is not None else None
+        return out
+
+    def to_json(self) -> str:
+        """The event as one line of JSON.
+
+        Values in ``data`` that JSON cannot hold are sent as their ``repr``:
+        a live event is a preview, and an odd result type must never make the
+        worker's publish fail.
+        """
+        return json.dumps(self.to_dict(), separators=(",", ":"), default=_preview)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> LiveEvent:
+        """Parse an event published by any version of pyfi.
+
+        Unknown fields are ignored, so older listeners keep working when newer
+        workers add fields.
+
+        Raises
+        ------
+        EventDecodeError
+            If ``text`` is not a JSON object with the fields of an event.
+        """
+        try:
+            raw = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise EventDecodeError(f"a live event is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise EventDecodeError(f"a live event must be a JSON object, not {type(raw).__name__}")
+        return cls._from_mapping(raw)
+
+    @classmethod
+    def _from_mapping(cls, raw: Mapping[str, Any]) -> LiveEvent:
+        problems: list[str] = []
+        schema = raw.get("schema", SCHEMA_VERSION)
+        if not _is_int(schema) or schema < 1:
+            problems.append(f"schema must be a positive integer, not {schema!r}")
+        for name in _REQUIRED_STR:
+            if not isinstance(raw.get(name), str):
+                problems.append(f"{name} must be a string")
+        for name in _OPTIONAL_STR:
+            if raw.get(name) is not None and not isinstance(raw.get(name), str):
+                problems.append(f"{name} must be a string or null")
+        if not _is_int(raw.get("pid")):
+            problems.append("pid must be an integer")
+        data = raw.get("data")
+        if data is not None and not isinstance(data, dict):
+            problems.append("data must be an object or null")
+        if isinstance(raw.get("channel"), str) and raw["channel"] not in CHANNELS:
+            problems.append(f"channel {raw['channel']!r} is not one of {_choices()}")
+        if isinstance(raw.get("date"), str) and not _is_iso_date(raw["date"]):
+            problems.append(f"date {raw['date']!r} is not ISO-8601")
+        if problems:
+            raise EventDecodeError("malformed live event: " + "; ".join(problems))
+        return cls(
+            schema=int(schema),
+            channel=cast(Channel, raw["channel"]),
+            state=raw["state"],
+            room=raw["room"],
+            date=raw["date"],
+            call_id=raw.get("call_id"),
+            tracking_id=raw.get("tracking_id"),
+            socket=raw.get("socket"),
+            processor=raw["processor"],
+            queue=raw["queue"],
+            hostname=raw["hostname"],
+            pid=int(raw["pid"]),
+            data=data,
+        )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_iso_date(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _preview(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:199] + "…"

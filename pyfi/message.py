@@ -1,0 +1,148 @@
+"""The message envelope that travels on the broker: JSON only, versioned.
+
+One envelope is one call of one socket function. ``docs/protocol.md`` is the
+normative description; this module is its implementation. Decoding is strict
+about what it needs and lenient about what it does not know: fields added by a
+newer minor revision are ignored, so old workers keep working, and a message
+from a newer *major* version is refused with a clear reason rather than
+misread.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pyfi.errors import MessageDecodeError
+
+PROTOCOL_VERSION = 1
+CONTENT_TYPE = "application/json"
+
+
+def new_id() -> str:
+    """A fresh call or tracking id."""
+    return str(uuid.uuid4())
+
+
+def derived_id(*parts: str) -> str:
+    """A deterministic id: the same inputs always name the same call.
+
+    Used for calls that a crash could make a worker send twice (a join
+    firing, a plug delivery), so that the duplicate carries the same id and
+    the receiver can recognise it.
+    """
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "pyfi:" + "/".join(parts)))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class Message:
+    """One call of a socket function.
+
+    ``argument`` names the parameter a plug delivered into (its value is in
+    ``kwargs``); it is None for calls made directly by a client.
+    """
+
+    call_id: str
+    tracking_id: str
+    socket: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    parent_id: str | None = None
+    argument: str | None = None
+    plug: str | None = None
+    idempotency_key: str | None = None
+    attempt: int = 1
+    created: str = field(default_factory=_now)
+    version: int = PROTOCOL_VERSION
+
+    @classmethod
+    def new(
+        cls,
+        socket: str,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        tracking_id: str | None = None,
+        parent_id: str | None = None,
+        call_id: str | None = None,
+        **extra: Any,
+    ) -> Message:
+        """A new call; a new flow run unless ``tracking_id`` continues one."""
+        return cls(
+            call_id=call_id or new_id(),
+            tracking_id=tracking_id or new_id(),
+            socket=socket,
+            args=list(args or []),
+            kwargs=dict(kwargs or {}),
+            parent_id=parent_id,
+            **extra,
+        )
+
+    def retried(self) -> Message:
+        """The same call, one attempt later."""
+        return replace(self, attempt=self.attempt + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The envelope as a JSON-ready dictionary."""
+        return asdict(self)
+
+    def encode(self) -> bytes:
+        """The envelope as UTF-8 JSON bytes.
+
+        Raises
+        ------
+        MessageDecodeError
+            If an argument is not JSON-serialisable (pyfi never pickles).
+        """
+        try:
+            return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            raise MessageDecodeError(
+                f"the arguments of a call to {self.socket} are not JSON-serialisable: {exc}"
+            ) from exc
+
+    @classmethod
+    def decode(cls, body: bytes | str) -> Message:
+        """Parse an envelope.
+
+        Raises
+        ------
+        MessageDecodeError
+            With a reason fit for the dead-letter queue.
+        """
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise MessageDecodeError(f"the body is not JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Message:
+        """Build an envelope from decoded JSON, checking every field it needs."""
+        if not isinstance(data, dict):
+            raise MessageDecodeError(f"the body is a JSON {type(data).__name__}, not an object")
+        version = data.get("version", PROTOCOL_VERSION)
+        if not isinstance(version, int) or version > PROTOCOL_VERSION:
+            raise MessageDecodeError(
+                f"protocol version {version!r} is newer than this worker's {PROTOCOL_VERSION}; "
+                "upgrade pyfi on the workers"
+            )
+        for name in ("call_id", "tracking_id", "socket"):
+            if not isinstance(data.get(name), str) or not data[name]:
+                raise MessageDecodeError(f"the field {name!r} is missing or not a string")
+        if not isinstance(data.get("args", []), list):
+            raise MessageDecodeError("the field 'args' is not a list")
+        if not isinstance(data.get("kwargs", {}), dict):
+            raise MessageDecodeError("the field 'kwargs' is not an object")
+        attempt = data.get("attempt", 1)
+        if not isinstance(attempt, int) or attempt < 1:
+            raise MessageDecodeError("the field 'attempt' is not a positive integer")
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})

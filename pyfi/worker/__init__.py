@@ -1,0 +1,1 @@
+"""The worker: consumes a processor's sockets and runs its functions."""

@@ -1,0 +1,95 @@
+"""The two telemetry sinks: call records for the database, live events for listeners.
+
+Both only hand values to a background writer (see :mod:`pyfi.recorder` and
+:mod:`pyfi.events`): nothing here waits on the database or the network.
+"""
+
+from __future__ import annotations
+
+import socket as _socket
+import uuid
+from datetime import UTC, datetime
+
+from pyfi.db.enums import CallState, EventName
+from pyfi.events import EventPublisher, LiveEvent
+from pyfi.message import Message
+from pyfi.recorder import CallRecorder, CallUpdate
+from pyfi.wiring import SocketSpec
+from pyfi.worker.executor import Outcome
+
+# Lifecycle step -> (call state, recorded event, live-event state).
+STEPS: dict[str, tuple[CallState, EventName, str]] = {
+    "received": (CallState.RECEIVED, EventName.RECEIVED, "received"),
+    "running": (CallState.RUNNING, EventName.PRERUN, "running"),
+    "postrun": (CallState.FINISHED, EventName.POSTRUN, "postrun"),
+    "joined": (CallState.FINISHED, EventName.POSTRUN, "joined"),
+    "retry": (CallState.RETRYING, EventName.RETRY, "retry"),
+    "failure": (CallState.DEAD, EventName.FAILURE, "failure"),
+}
+PREVIEW_CHARS = 200
+
+
+def _uuid(value: str | None) -> uuid.UUID | None:
+    return uuid.UUID(value) if value else None
+
+
+class RecordSink:
+    """Turns lifecycle steps into merged ``calls`` rows and ``events`` rows."""
+
+    def __init__(self, recorder: CallRecorder, socket_ids: dict[str, str]) -> None:
+        self.recorder = recorder
+        self.socket_ids = socket_ids
+        self.hostname = _socket.gethostname()
+
+    def __call__(
+        self, step: str, socket: SocketSpec, call: Message, outcome: Outcome | None, note: str
+    ) -> None:
+        state, event, _live = STEPS[step]
+        now = datetime.now(UTC)
+        call_id = uuid.UUID(call.call_id)
+        update = CallUpdate(
+            id=call_id,
+            name=socket.name,
+            socket_id=_uuid(self.socket_ids.get(socket.name)),
+            tracking_id=uuid.UUID(call.tracking_id),
+            parent_id=_uuid(call.parent_id),
+            argument=call.argument,
+            idempotency_key=call.idempotency_key,
+            state=state,
+            attempt=call.attempt,
+            hostname=self.hostname,
+            started=now if step == "running" else None,
+            finished=now if state.is_final else None,
+            error=note if step in ("retry", "failure") else None,
+        )
+        self.recorder.record_call(update)
+        self.recorder.record_event(call_id, event, note, now)
+
+
+class EventSink:
+    """Publishes each lifecycle step live on ``<queue>.<processor>.task`` (and more)."""
+
+    def __init__(self, publisher: EventPublisher, processor: str) -> None:
+        self.publisher = publisher
+        self.processor = processor
+
+    def __call__(
+        self, step: str, socket: SocketSpec, call: Message, outcome: Outcome | None, note: str
+    ) -> None:
+        live_state = STEPS[step][2]
+        common = {
+            "queue": socket.queue,
+            "processor": self.processor,
+            "socket": socket.name,
+            "call_id": call.call_id,
+            "tracking_id": call.tracking_id,
+        }
+        self.publisher.publish(LiveEvent.create("task", live_state, data={"note": note}, **common))
+        if step == "postrun" and outcome is not None:
+            preview = repr(outcome.value)[:PREVIEW_CHARS]
+            self.publisher.publish(
+                LiveEvent.create("result", live_state, data={"preview": preview}, **common)
+            )
+        elif step in ("retry", "failure") and outcome is not None and outcome.error:
+            error = {"type": outcome.error.get("type"), "message": outcome.error.get("message")}
+            self.publisher.publish(LiveEvent.create("error", live_state, data=error, **common))

@@ -1,0 +1,82 @@
+"""What a worker reports about each call: records for the database, live events.
+
+Both sinks are optional and both are asynchronous: a call's path through the
+worker only hands them values, never waits on a database or a network.
+"""
+
+from __future__ import annotations
+
+import os
+import socket as _socket
+from typing import Any, Protocol
+
+from pyfi.message import Message
+from pyfi.wiring import SocketSpec
+from pyfi.worker.executor import Outcome
+
+
+class Sink(Protocol):
+    """Receives one lifecycle step of a call."""
+
+    def __call__(
+        self, step: str, socket: SocketSpec, call: Message, outcome: Outcome | None, note: str
+    ) -> None: ...
+
+
+class Telemetry:
+    """Fans each lifecycle step of a call out to the configured sinks."""
+
+    def __init__(
+        self, processor: str, sinks: list[Sink] | None = None, closers: list[Any] | None = None
+    ) -> None:
+        self.processor = processor
+        self.hostname = _socket.gethostname()
+        self.pid = os.getpid()
+        self._sinks = list(sinks or [])
+        self._closers = list(closers or [])
+
+    def _emit(
+        self, step: str, socket: SocketSpec, call: Message, outcome: Outcome | None, note: str
+    ) -> None:
+        for sink in self._sinks:
+            sink(step, socket, call, outcome, note)
+
+    def received(self, socket: SocketSpec, call: Message) -> None:
+        self._emit("received", socket, call, None, f"Received task {socket.name}")
+
+    def joined(self, socket: SocketSpec, delivery: Message) -> None:
+        """A plug delivered one argument of a join that still waits for others."""
+        self._emit(
+            "joined", socket, delivery, None, f"Delivered {delivery.argument} to join {socket.name}"
+        )
+
+    def running(self, socket: SocketSpec, call: Message) -> None:
+        self._emit("running", socket, call, None, f"Prerun for task {socket.name}")
+
+    def finished(self, socket: SocketSpec, call: Message, outcome: Outcome) -> None:
+        self._emit("postrun", socket, call, outcome, f"Postrun for task {socket.name}")
+
+    def retrying(self, socket: SocketSpec, call: Message, outcome: Outcome, delay_s: float) -> None:
+        error = (outcome.error or {}).get("type", "error")
+        self._emit(
+            "retry",
+            socket,
+            call,
+            outcome,
+            f"{error} on attempt {call.attempt}; retrying in {delay_s:g}s",
+        )
+
+    def failed(self, socket: SocketSpec, call: Message, outcome: Outcome) -> None:
+        error = outcome.error or {}
+        self._emit(
+            "failure",
+            socket,
+            call,
+            outcome,
+            f"{error.get('type', 'error')}: {error.get('message', '')}"[:500],
+        )
+
+    def close(self) -> None:
+        """Flush and stop every sink."""
+        for closer in self._closers:
+            closer()

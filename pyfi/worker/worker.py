@@ -1,0 +1,300 @@
+"""The worker: consume a processor's sockets, run calls, route results, ack late.
+
+Threads and their jobs (kombu channels are not thread-safe):
+
+* the main thread owns the consuming connection: it receives messages, hands
+  each to the pool, and settles (acks or requeues) the ones the pool is done
+  with;
+* each pool thread runs one call at a time and owns its own publishing
+  connection, so that it can store the result, publish the downstream
+  messages with publisher confirms, and only then report the message done.
+
+A message is acknowledged only after its downstream messages are confirmed
+and then its result is stored, so a crash at any instant means redelivery,
+never loss, and a result a caller can see means the call's messages are out.
+A redelivered call whose result is already stored is not run again: its
+downstream messages are re-sent (they carry the same ids) and it is acked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from kombu.message import Message as KombuMessage
+
+from pyfi.broker import Broker
+from pyfi.config import Settings
+from pyfi.errors import BrokerUnavailable, FlowError, MessageDecodeError
+from pyfi.message import Message, derived_id
+from pyfi.wiring import ProcessorSpec, SocketSpec
+from pyfi.worker import registry
+from pyfi.worker.deadletter import dead_letter_body
+from pyfi.worker.executor import Outcome, execute
+from pyfi.worker.router import downstream
+from pyfi.worker.telemetry import Telemetry
+
+log = logging.getLogger("pyfi.worker")
+
+DEFAULT_RESULT_TTL_S = 24 * 3600
+DEFAULT_JOIN_TTL_S = 3600
+MAX_RETRY_DELAY_S = 3600
+INFRASTRUCTURE_BACKOFF_S = 1.0
+
+ACK, REQUEUE = "ack", "requeue"
+
+
+@dataclass
+class WorkerOptions:
+    """How a worker runs; the defaults suit one worker process per CPU."""
+
+    concurrency: int = 1
+    path: Path | None = None
+    result_ttl_s: int = DEFAULT_RESULT_TTL_S
+    join_ttl_s: int = DEFAULT_JOIN_TTL_S
+    prefetch: int | None = None
+    record: bool = True  # write call and event rows (batched, in the background)
+    events: bool = True  # publish live events
+    install_signals: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Worker:
+    """Serves every enabled socket of one processor until stopped."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        spec: ProcessorSpec,
+        options: WorkerOptions,
+        *,
+        backend: Any,
+        telemetry: Telemetry,
+    ) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.options = options
+        self.backend = backend
+        self.telemetry = telemetry
+        self.functions = registry.resolve(spec, options.path)
+        self._stop = threading.Event()
+        self._settled: queue.SimpleQueue[tuple[KombuMessage, str]] = queue.SimpleQueue()
+        self._inflight = 0
+        self._local = threading.local()
+        self._publishers: list[Broker] = []
+        self._publishers_lock = threading.Lock()
+        self.ready = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------
+    def stop(self, *_: Any) -> None:
+        """Ask the worker to stop: no new messages; in-flight calls finish and are acked."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Consume until :meth:`stop` (or SIGTERM/SIGINT); then drain and return."""
+        if self.options.install_signals:
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        broker = Broker(self.settings.broker_url)
+        concurrency = self.options.concurrency
+        pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"pyfi-{self.spec.name}")
+        prefetch = self.options.prefetch or concurrency
+        consumers = [
+            broker.consumer([socket.route], self._receiver(socket, pool), prefetch=prefetch)
+            for socket in self.spec.sockets
+        ]
+        log.info(
+            "worker for processor %s consuming %d socket(s) with concurrency %d",
+            self.spec.name,
+            len(consumers),
+            concurrency,
+        )
+        self.ready.set()
+        try:
+            while not self._stop.is_set():
+                broker.drain(0.005 if self._inflight else 0.25)
+                self._settle()
+            log.info("stopping: no new calls; finishing %d in flight", self._inflight)
+            for consumer in consumers:
+                consumer.cancel()
+            while self._inflight:  # graceful: finish, then ack, what was started
+                self._settle(block=0.05)
+        finally:
+            pool.shutdown(wait=True)
+            self._settle()
+            broker.close()
+            for publisher in self._publishers:
+                publisher.close()
+            self.telemetry.close()
+            log.info("worker for processor %s stopped", self.spec.name)
+
+    def _receiver(
+        self, socket: SocketSpec, pool: ThreadPoolExecutor
+    ) -> Callable[[KombuMessage], None]:
+        def on_message(delivery: KombuMessage) -> None:
+            self._inflight += 1
+            future = pool.submit(self._process, socket, delivery)
+            future.add_done_callback(
+                lambda done: self._settled.put(
+                    (delivery, done.result() if not done.exception() else REQUEUE)
+                )
+            )
+
+        return on_message
+
+    def _settle(self, block: float = 0.0) -> None:
+        while True:
+            try:
+                delivery, action = (
+                    self._settled.get(timeout=block) if block else (self._settled.get_nowait())
+                )
+            except queue.Empty:
+                return
+            block = 0.0
+            self._inflight -= 1
+            if action == ACK:
+                delivery.ack()
+            else:
+                delivery.requeue()
+
+    def _publisher(self) -> Broker:
+        publisher: Broker | None = getattr(self._local, "broker", None)
+        if publisher is None:
+            publisher = Broker(self.settings.broker_url)
+            self._local.broker = publisher
+            with self._publishers_lock:
+                self._publishers.append(publisher)
+        return publisher
+
+    # -- one message (pool thread) ---------------------------------------
+    def _process(self, socket: SocketSpec, delivery: KombuMessage) -> str:
+        try:
+            return self._handle(socket, delivery)
+        except (BrokerUnavailable, FlowError, OSError) as exc:
+            # The broker or the result store is failing: keep the message
+            # (requeue) and slow down rather than spin.
+            log.warning("call on %s will be retried: %s", socket.name, exc)
+            time.sleep(INFRASTRUCTURE_BACKOFF_S)
+            return REQUEUE
+
+    def _handle(self, socket: SocketSpec, delivery: KombuMessage) -> str:
+        publisher = self._publisher()
+        try:
+            message = Message.decode(delivery.body)
+        except MessageDecodeError as exc:
+            body = (
+                delivery.body if isinstance(delivery.body, bytes) else str(delivery.body).encode()
+            )
+            publisher.publish_to_queue(
+                socket.route.dead_letter_queue,
+                dead_letter_body(None, reason=f"undecodable message: {exc}", raw=body),
+                {"pyfi-reason": "undecodable"},
+            )
+            log.warning("dead-lettered an undecodable message on %s: %s", socket.name, exc)
+            return ACK
+        if message.socket != socket.name:  # a fanout exchange delivered a sibling's call
+            message = replace(
+                message, socket=socket.name, call_id=derived_id(message.call_id, socket.name)
+            )
+        self.telemetry.received(socket, message)
+
+        joined = socket.wait and message.argument in socket.join_arguments
+        if joined:
+            call = self._join(socket, message)
+            if call is None:
+                self.telemetry.joined(socket, message)
+                return ACK  # one argument of the join recorded; others still to come
+            self.telemetry.received(socket, call)
+        else:
+            call = message
+
+        redelivered = bool(delivery.delivery_info.get("redelivered"))
+        stored = self.backend.get(call.call_id) if redelivered else None
+        if stored is not None:
+            outcome = _outcome_from_stored(stored)
+        else:
+            self.telemetry.running(socket, call)
+            outcome = execute(self.functions[socket.name], call.args, call.kwargs)
+        self._conclude(socket, call, outcome, publisher, already_stored=stored is not None)
+        if joined:
+            self.backend.complete_join(call.tracking_id, socket.name)
+        return ACK
+
+    def _join(self, socket: SocketSpec, message: Message) -> Message | None:
+        assert message.argument is not None
+        values = self.backend.join(
+            message.tracking_id,
+            socket.name,
+            message.argument,
+            json.dumps(message.kwargs.get(message.argument)),
+            socket.join_arguments,
+            message.call_id,
+            self.options.join_ttl_s,
+        )
+        if values is None:
+            return None
+        return Message(
+            call_id=derived_id(message.tracking_id, socket.name, "join"),
+            tracking_id=message.tracking_id,
+            socket=socket.name,
+            kwargs={name: json.loads(value) for name, value in values.items()},
+            parent_id=message.parent_id,
+            idempotency_key=message.idempotency_key,
+        )
+
+    def _conclude(
+        self,
+        socket: SocketSpec,
+        call: Message,
+        outcome: Outcome,
+        publisher: Broker,
+        *,
+        already_stored: bool,
+    ) -> None:
+        if not outcome.ok and not already_stored and self._should_retry(call, outcome):
+            delay_s = self._retry_delay(call, outcome)
+            publisher.publish(call.retried(), socket.route, delay_ms=int(delay_s * 1000))
+            self.telemetry.retrying(socket, call, outcome, delay_s)
+            return
+        # The outcome is stored last: once a caller can see it, every
+        # downstream message and dead letter of the call is already published.
+        for next_message, route in downstream(socket, call, outcome):
+            publisher.publish(next_message, route)
+        if not outcome.ok and not already_stored:
+            publisher.publish_to_queue(
+                socket.route.dead_letter_queue,
+                dead_letter_body(call, reason="failed after retries", error=outcome.error),
+                {"pyfi-reason": "failed"},
+            )
+        if not already_stored:
+            self.backend.store(call.call_id, outcome.encode(), self.options.result_ttl_s)
+        if outcome.ok:
+            self.telemetry.finished(socket, call, outcome)
+        else:
+            self.telemetry.failed(socket, call, outcome)
+
+    def _should_retry(self, call: Message, outcome: Outcome) -> bool:
+        # Retry(...) from user code only chooses the delay: attempts stay bounded.
+        return call.attempt <= self.spec.retries
+
+    def _retry_delay(self, call: Message, outcome: Outcome) -> float:
+        if outcome.retry_delay_s is not None:
+            return max(0.0, outcome.retry_delay_s)
+        base = max(self.spec.retry_delay_s, 0)
+        return float(min(base * 2 ** (call.attempt - 1), MAX_RETRY_DELAY_S))
+
+
+def _outcome_from_stored(stored: str) -> Outcome:
+    data = json.loads(stored)
+    if data.get("status") == "ok":
+        return Outcome(ok=True, value=data.get("value"))
+    return Outcome(ok=False, error=data.get("error"))

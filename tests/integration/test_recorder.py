@@ -1,0 +1,540 @@
+"""CallRecorder against real databases: batching, merging, outages and the buffer bound.
+
+Every test runs on SQLite and on PostgreSQL (the ``database`` fixture is
+parametrized). Outages are real: for PostgreSQL a TCP relay written here sits
+between the recorder and the server and refuses connections until told
+otherwise; for SQLite the database's folder is a regular file until the outage
+ends, which makes opening the file fail even for root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+import tracemalloc
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from pyfi.db import models, schema
+from pyfi.db.enums import CallState, EventName
+from pyfi.db.session import Database
+from pyfi.recorder import CallRecorder, CallUpdate
+from tests.conftest import count_rows, requires_postgres
+
+# Retry quickly so outages end within a test's patience.
+RETRY_MAX_S = 0.2
+
+
+class TcpProxy:
+    """A TCP relay on 127.0.0.1 that can stop serving, to stage a database outage.
+
+    While down it accepts and at once closes new connections (the client sees
+    the server hang up) and cuts every relayed connection.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port: int = self._listener.getsockname()[1]
+        self._up = False
+        self._lock = threading.Lock()
+        self._relayed: set[socket.socket] = set()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._spawn(self._accept)
+
+    def _spawn(self, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def set_up(self, up: bool) -> None:
+        """Serve (True) or refuse and cut every connection (False)."""
+        with self._lock:
+            self._up = up
+            doomed = list(self._relayed) if not up else []
+        for sock in doomed:
+            self._close(sock)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.set_up(False)
+        for thread in self._threads:
+            thread.join(5)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            with self._lock:
+                up = self._up
+            if not up:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            client.settimeout(None)
+            upstream.settimeout(None)
+            with self._lock:
+                self._relayed.update((client, upstream))
+            self._spawn(self._pipe, client, upstream)
+            self._spawn(self._pipe, upstream, client)
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            self._close(source)
+            self._close(sink)
+
+    def _close(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._relayed.discard(sock)
+        # shutdown() wakes the relay thread blocked in recv(); close() alone does not.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+
+@dataclass
+class Outage:
+    """A URL of ``database`` that cannot be used until :meth:`end` is called."""
+
+    url: str
+    end: Callable[[], None]
+
+
+@pytest.fixture
+def outage(database: Database, tmp_path: Path) -> Iterator[Outage]:
+    """The migrated ``database``, reachable only through a URL that is down for now."""
+    url = make_url(database.url)
+    if database.is_sqlite:
+        real_folder = Path(str(url.database)).parent
+        storage = tmp_path / "storage"
+        storage.write_text("not a folder")
+
+        def end_sqlite() -> None:
+            storage.unlink()
+            storage.symlink_to(real_folder, target_is_directory=True)
+
+        yield Outage(f"sqlite:///{storage / Path(str(url.database)).name}", end_sqlite)
+        return
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    yield Outage(proxied, lambda: proxy.set_up(True))
+    proxy.stop()
+
+
+def idle_recorder(url: str) -> CallRecorder:
+    """A recorder that never writes on its own: anything written came from flush()."""
+    return CallRecorder(url, flush_interval_s=60.0, batch_size=1_000_000)
+
+
+def received(call_id: uuid.UUID | None = None) -> CallUpdate:
+    """The update that creates a call: its identity and the received state."""
+    return CallUpdate(
+        id=call_id or uuid.uuid4(),
+        name="s.source",
+        tracking_id=uuid.uuid4(),
+        argument="message",
+        idempotency_key="key",
+        state=CallState.RECEIVED,
+    )
+
+
+def record_lifecycle(recorder: CallRecorder, call_id: uuid.UUID) -> None:
+    """Received, running, finished: three call updates and three events."""
+    now = datetime.now(UTC)
+    recorder.record_call(received(call_id))
+    recorder.record_event(call_id, EventName.RECEIVED, None, now)
+    recorder.record_call(
+        CallUpdate(id=call_id, state=CallState.RUNNING, started=now, hostname="host1")
+    )
+    recorder.record_event(call_id, EventName.PRERUN, None, now)
+    recorder.record_call(CallUpdate(id=call_id, state=CallState.FINISHED, finished=now))
+    recorder.record_event(call_id, EventName.POSTRUN, "ok", now)
+
+
+def load_call(database: Database, call_id: uuid.UUID) -> models.Call:
+    with database.transaction() as session:
+        call = session.get(models.Call, call_id)
+        assert call is not None
+        return call
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_recorder_writes_records_from_many_threads_only_in_the_background(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a recorder whose writer would wait a minute before writing on its own
+    with idle_recorder(database.url) as recorder:
+        call_ids = [uuid.uuid4() for _ in range(1_000)]
+        slowest: list[float] = []
+        spent: list[float] = []
+
+        def work(share: list[uuid.UUID]) -> None:
+            worst = total = 0.0
+            for call_id in share:
+                started = time.perf_counter()
+                record_lifecycle(recorder, call_id)
+                took = time.perf_counter() - started
+                worst, total = max(worst, took), total + took
+            slowest.append(worst)
+            spent.append(total)
+
+        # When four threads record 1,000 lifecycles (3 updates and 3 events each)
+        threads = [threading.Thread(target=work, args=(call_ids[i::4],)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        # Then nothing was written synchronously, and recording stayed cheap
+        # (microseconds a record; the bounds leave room for a loaded CI machine)
+        assert count_rows(database, models.Call) == 0
+        assert count_rows(database, models.Event) == 0
+        assert sum(spent) / 6_000 < 0.001
+        assert max(slowest) < 1.0
+        assert recorder.stats.buffered == 4_000  # 1,000 merged calls + 3,000 events
+
+        # When the recorder is flushed
+        assert recorder.flush(timeout_s=30)
+
+        # Then every call is one finished row with its three events
+        assert count_rows(database, models.Call) == 1_000
+        assert count_rows(database, models.Event) == 3_000
+        with database.transaction() as session:
+            states = session.execute(
+                select(models.Call.state, func.count()).group_by(models.Call.state)
+            ).all()
+        assert states == [(CallState.FINISHED, 1_000)]
+        stats = recorder.stats
+        assert (stats.recorded, stats.written, stats.pending, stats.dropped) == (6_000, 6_000, 0, 0)
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    # When a late record arrives after close
+    recorder.record_call(received())
+
+    # Then it is counted as dropped rather than raising in the caller
+    assert recorder.stats.dropped == 1
+
+
+def test_recorder_writes_on_its_own_when_a_batch_fills_or_the_interval_ends(
+    database: Database,
+) -> None:
+    # Given a recorder that writes batches of 50 and otherwise waits a minute
+    with CallRecorder(database.url, batch_size=50, flush_interval_s=60.0) as recorder:
+        # When 50 calls are recorded, without any flush
+        for _ in range(50):
+            recorder.record_call(received())
+
+        # Then the full batch is written anyway
+        wait_until(lambda: count_rows(database, models.Call) == 50)
+
+    # Given a recorder with a short interval and large batches
+    with CallRecorder(database.url, batch_size=10_000, flush_interval_s=0.05) as recorder:
+        # When a single call is recorded
+        recorder.record_call(received())
+
+        # Then it is written within the interval, without any flush
+        wait_until(lambda: count_rows(database, models.Call) == 51, timeout_s=5)
+
+
+def test_recorder_merges_updates_of_a_call_into_one_row(database: Database) -> None:
+    # Given a recorder that writes only when flushed
+    with idle_recorder(database.url) as recorder:
+        call_id = uuid.uuid4()
+        started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        finished = started + timedelta(seconds=2)
+
+        # When a call is received, runs and finishes within one batch
+        recorder.record_call(received(call_id))
+        recorder.record_call(
+            CallUpdate(id=call_id, state=CallState.RUNNING, started=started, hostname="h1")
+        )
+        recorder.record_call(CallUpdate(id=call_id, state=CallState.FINISHED, finished=finished))
+
+        # Then memory holds one merged entry, and the database gets one complete row
+        assert recorder.stats.buffered == 1
+        assert recorder.flush(timeout_s=10)
+        assert count_rows(database, models.Call) == 1
+        call = load_call(database, call_id)
+        assert (call.state, call.started, call.finished) == (
+            CallState.FINISHED,
+            started,
+            finished,
+        )
+        assert (call.name, call.argument, call.idempotency_key, call.hostname) == (
+            "s.source",
+            "message",
+            "key",
+            "h1",
+        )
+        assert call.owner is not None
+
+
+def test_recorder_never_moves_a_final_call_backwards(database: Database) -> None:
+    # Given a call written as finished on its third attempt
+    with idle_recorder(database.url) as recorder:
+        call_id = uuid.uuid4()
+        recorder.record_call(received(call_id))
+        recorder.record_call(CallUpdate(id=call_id, state=CallState.FINISHED, attempt=3))
+        # (a stale update in the same batch is ignored in memory already)
+        recorder.record_call(CallUpdate(id=call_id, state=CallState.RUNNING, attempt=2))
+        assert recorder.flush(timeout_s=10)
+        first = load_call(database, call_id)
+        assert (first.state, first.attempt) == (CallState.FINISHED, 3)
+
+        # When a late, stale update arrives in a later batch
+        recorder.record_call(
+            CallUpdate(id=call_id, state=CallState.RUNNING, attempt=2, hostname="late")
+        )
+        assert recorder.flush(timeout_s=10)
+
+        # Then the state and attempt stay, other fields change, created is the first sighting
+        last = load_call(database, call_id)
+        assert (last.state, last.attempt, last.hostname) == (CallState.FINISHED, 3, "late")
+        assert last.created == first.created
+        assert last.updated >= first.updated
+
+        # When a final state follows another final state
+        recorder.record_call(CallUpdate(id=call_id, state=CallState.DEAD))
+        assert recorder.flush(timeout_s=10)
+
+        # Then the later final state wins
+        assert load_call(database, call_id).state == CallState.DEAD
+
+
+def test_recorder_creates_stand_in_calls_for_orphan_events_and_gone_sockets(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a recorder that writes only when flushed
+    with idle_recorder(database.url) as recorder:
+        orphan, socketless = uuid.uuid4(), uuid.uuid4()
+        good = [uuid.uuid4() for _ in range(5)]
+
+        # When events arrive for a call never recorded, and a call names a missing socket
+        recorder.record_event(orphan, EventName.RECEIVED, "first sight", datetime.now(UTC))
+        recorder.record_call(
+            CallUpdate(
+                id=socketless,
+                name="s.gone",
+                tracking_id=uuid.uuid4(),
+                socket_id=uuid.uuid4(),
+                state=CallState.RECEIVED,
+            )
+        )
+        for call_id in good:
+            recorder.record_call(received(call_id))
+        assert recorder.flush(timeout_s=10)
+
+        # Then nothing is lost: the orphan gets a stand-in call, the other loses its socket
+        assert count_rows(database, models.Event) == 1
+        assert count_rows(database, models.Call) == 7
+        assert load_call(database, orphan).name == "(unknown)"
+        assert load_call(database, socketless).socket_id is None
+        assert (recorder.stats.written, recorder.stats.rejected) == (7, 0)
+        assert any("writing them one by one" in r.getMessage() for r in caplog.records)
+
+        # When the real identity of the orphan arrives later
+        recorder.record_call(received(orphan))
+        assert recorder.flush(timeout_s=10)
+
+        # Then it replaces the stand-in
+        assert load_call(database, orphan).name == "s.source"
+
+
+def test_recorder_rejects_only_the_records_the_database_refuses(database: Database) -> None:
+    # Given a recorder that writes only when flushed
+    with idle_recorder(database.url) as recorder:
+        good = [uuid.uuid4() for _ in range(10)]
+        bad = uuid.uuid4()
+
+        # When one call in the batch carries a state the column does not accept
+        for call_id in good[:5]:
+            recorder.record_call(received(call_id))
+        recorder.record_call(CallUpdate(id=bad, state=cast(Any, "exploded")))
+        recorder.record_event(bad, EventName.FAILURE, "boom", datetime.now(UTC))
+        for call_id in good[5:]:
+            recorder.record_call(received(call_id))
+        assert recorder.flush(timeout_s=10)
+
+        # Then only that record is rejected; the rest, its event included, is written
+        stats = recorder.stats
+        assert (stats.written, stats.rejected, stats.pending) == (11, 1, 0)
+        assert count_rows(database, models.Call) == 11  # ten calls and the event's stand-in
+        assert count_rows(database, models.Event) == 1
+
+        # When the next batch is fine
+        recorder.record_call(CallUpdate(id=good[0], state=CallState.FINISHED))
+        assert recorder.flush(timeout_s=10)
+
+        # Then it is written as one batch again
+        assert load_call(database, good[0]).state == CallState.FINISHED
+
+
+def test_recorder_buffers_through_an_outage_and_writes_everything_after(
+    database: Database, outage: Outage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a recorder started while its database is unreachable
+    caplog.set_level(logging.INFO, logger="pyfi.recorder")
+    with CallRecorder(outage.url, flush_interval_s=0.02, retry_max_s=RETRY_MAX_S) as recorder:
+        call_ids = [uuid.uuid4() for _ in range(300)]
+
+        # When calls are recorded during the outage
+        started = time.perf_counter()
+        for call_id in call_ids:
+            record_lifecycle(recorder, call_id)
+        recording_s = time.perf_counter() - started
+        wait_until(lambda: recorder.stats.failures >= 3)
+
+        # Then recording never waited for the database, and nothing is written yet
+        assert recording_s < 1.0
+        assert not recorder.flush(timeout_s=0.2)
+        assert count_rows(database, models.Call) == 0
+        stats = recorder.stats
+        assert (stats.pending, stats.dropped) == (1_800, 0)
+
+        # When the database comes back
+        outage.end()
+
+        # Then everything recorded during the outage is written, nothing lost
+        assert recorder.flush(timeout_s=20)
+        assert count_rows(database, models.Call) == 300
+        assert count_rows(database, models.Event) == 900
+        assert load_call(database, call_ids[-1]).state == CallState.FINISHED
+        stats = recorder.stats
+        assert (stats.written, stats.pending, stats.dropped, stats.rejected) == (1_800, 0, 0, 0)
+
+    # And the outage was logged once, however many retries it took
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "pyfi.recorder"]
+    warnings = [m for level, m in messages if level == logging.WARNING]
+    resumed = [m for level, m in messages if level == logging.INFO]
+    assert len(warnings) == 1
+    assert "cannot write" in warnings[0]
+    assert len(resumed) == 1
+    assert "1800 records were buffered" in resumed[0]
+
+
+def test_recorder_waits_for_the_tables_to_be_created(empty_database: Database) -> None:
+    # Given a reachable database without pyfi's tables
+    with CallRecorder(empty_database.url, retry_max_s=RETRY_MAX_S) as recorder:
+        # When calls are recorded before `flow db init`
+        call_ids = [uuid.uuid4() for _ in range(20)]
+        for call_id in call_ids:
+            record_lifecycle(recorder, call_id)
+        wait_until(lambda: recorder.stats.failures >= 2)
+        assert recorder.stats.pending == 120
+
+        # Then they are written once the tables exist
+        schema.upgrade(empty_database)
+        assert recorder.flush(timeout_s=20)
+        assert count_rows(empty_database, models.Call) == 20
+        assert count_rows(empty_database, models.Event) == 60
+
+
+def test_recorder_drops_oldest_events_first_when_the_buffer_is_full(
+    database: Database, outage: Outage
+) -> None:
+    # Given a recorder with room for 100 entries and an unreachable database
+    with CallRecorder(outage.url, max_buffer=100, retry_max_s=RETRY_MAX_S) as recorder:
+        calls = [uuid.uuid4() for _ in range(20)]
+        for call_id in calls:
+            recorder.record_call(received(call_id))
+            recorder.record_call(CallUpdate(id=call_id, state=CallState.FINISHED))
+        wait_until(lambda: recorder.stats.failures >= 1)
+
+        # When far more events arrive than fit
+        tracemalloc.start()
+        try:
+            baseline, _ = tracemalloc.get_traced_memory()
+            largest = 0
+            for index in range(30_000):
+                recorder.record_event(
+                    calls[index % 20], EventName.PRERUN, str(index), datetime.now(UTC)
+                )
+                largest = max(largest, recorder.stats.buffered)
+            grown = tracemalloc.get_traced_memory()[0] - baseline
+        finally:
+            tracemalloc.stop()
+
+        # Then memory stays bounded and every discarded record is counted
+        stats = recorder.stats
+        assert largest <= 100
+        assert grown < 2_000_000  # 30,000 kept events would take several MB
+        assert stats.dropped >= 30_000 - 100
+        assert stats.recorded == stats.written + stats.pending + stats.dropped == 30_040
+
+        # When the database comes back
+        outage.end()
+        assert recorder.flush(timeout_s=20)
+
+        # Then the calls' final states survived, and the surviving events were written
+        with database.transaction() as session:
+            states = session.scalars(select(models.Call.state)).all()
+        assert states == [CallState.FINISHED] * 20
+        stats = recorder.stats
+        assert count_rows(database, models.Event) == stats.written - 40
+        assert stats.written + stats.dropped == 30_040
+
+
+@requires_postgres
+@pytest.mark.postgres
+def test_recorder_resumes_after_its_connections_are_cut(postgres_url: str) -> None:
+    # Given a recorder writing to PostgreSQL through a relay
+    database = Database(postgres_url)
+    schema.upgrade(database)
+    url = make_url(postgres_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy.set_up(True)
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    try:
+        with CallRecorder(proxied, flush_interval_s=0.02, retry_max_s=RETRY_MAX_S) as recorder:
+            before = [uuid.uuid4() for _ in range(50)]
+            for call_id in before:
+                record_lifecycle(recorder, call_id)
+            assert recorder.flush(timeout_s=10)
+
+            # When every connection is cut and refused while more calls are recorded
+            proxy.set_up(False)
+            for _ in range(50):
+                record_lifecycle(recorder, uuid.uuid4())
+            wait_until(lambda: recorder.stats.failures >= 2)
+            assert count_rows(database, models.Call) == 50
+
+            # Then, once connections are accepted again, the rest is written too
+            proxy.set_up(True)
+            assert recorder.flush(timeout_s=20)
+            assert count_rows(database, models.Call) == 100
+            assert count_rows(database, models.Event) == 300
+            assert recorder.stats.dropped == 0
+    finally:
+        proxy.stop()
+        database.dispose()
