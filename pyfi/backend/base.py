@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from types import TracebackType
 
 from pyfi.errors import InvalidValue
+from pyfi.resources import Closeable
 
 
-class ResultBackend(ABC):
+class ResultBackend(Closeable, ABC):
     """Call outcomes and join state, shared by every worker and client of a mesh.
 
     Implementations are safe to use from several threads at once, and several
@@ -146,17 +146,6 @@ class ResultBackend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections; the object must not be used afterwards."""
-
-    def __enter__(self) -> ResultBackend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def check_ttl(ttl_s: int) -> None:

@@ -53,6 +53,7 @@ def _register() -> None:
     from pyfi.cli.config import config_group
     from pyfi.cli.db import db_group
     from pyfi.cli.dlq import dlq_group
+    from pyfi.cli.listen import listen
     from pyfi.cli.listing import ls_group
     from pyfi.cli.objects import add_group, delete_group, update_group
     from pyfi.cli.task import task_group
@@ -67,6 +68,7 @@ def _register() -> None:
         update_group,
         delete_group,
         ls_group,
+        listen,
         task_group,
         whoami,
         worker_group,

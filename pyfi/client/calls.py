@@ -16,10 +16,11 @@ from pyfi.config import Settings
 from pyfi.db.session import Database
 from pyfi.errors import CallFailed, CallTimeout
 from pyfi.message import Message
+from pyfi.resources import Closeable
 from pyfi.wiring import load_route
 
 
-class Client:
+class Client(Closeable):
     """A connection to a pyfi network: database (for routes), broker and backend."""
 
     def __init__(self, settings: Settings, database: Database | None = None) -> None:
@@ -100,12 +101,6 @@ class Client:
             self._backend.close()
         if self._owns_database and self._database is not None:
             self._database.dispose()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
 
 def unwrap(stored: str, call_id: str) -> Any:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal, cast, get_args
 
+from pyfi import naming
 from pyfi.errors import EventDecodeError, InvalidValue
 
 SCHEMA_VERSION = 1
@@ -33,7 +34,7 @@ _OPTIONAL_STR = ("call_id", "tracking_id", "socket")
 
 def room_name(queue: str, processor: str) -> str:
     """The ``<queue>.<processor>`` room a processor's events belong to."""
-    return f"{queue}.{processor}"
+    return naming.event_room(queue, processor)
 
 
 def channel_name(queue: str, processor: str, channel: str) -> str:

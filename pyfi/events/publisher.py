@@ -19,7 +19,6 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
-from types import TracebackType
 from typing import Protocol
 
 from pyfi.config import Settings
@@ -34,6 +33,7 @@ from pyfi.events.transport import (
     kombu_connection,
     redis_client,
 )
+from pyfi.resources import Closeable
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def _make_sender(route: EventRoute) -> _Sender:
     return _RedisSender(route.url) if route.kind == "redis" else _KombuSender(route.url)
 
 
-class EventPublisher:
+class EventPublisher(Closeable):
     """Sends :class:`LiveEvent` s to their channel and to ``global``, in the background.
 
     One publisher per process is enough; :meth:`publish` is thread-safe. The
@@ -214,17 +214,6 @@ class EventPublisher:
             return True
         thread.join(timeout)
         return not thread.is_alive()
-
-    def __enter__(self) -> EventPublisher:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- the thread --------------------------------------------------------
 

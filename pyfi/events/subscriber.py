@@ -17,7 +17,6 @@ import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from fnmatch import fnmatchcase
-from types import TracebackType
 from typing import Any, Protocol
 
 from pyfi.config import Settings
@@ -35,6 +34,7 @@ from pyfi.events.transport import (
     kombu_connection,
     redis_client,
 )
+from pyfi.resources import Closeable
 
 log = logging.getLogger(__name__)
 
@@ -230,14 +230,13 @@ def _open(route: EventRoute, patterns: Sequence[str]) -> _Subscription:
     return _KombuSubscription(route, patterns)
 
 
-class EventSubscriber:
+class EventSubscriber(Closeable):
     """Receives :class:`LiveEvent` s whose channel matches glob patterns."""
 
     def __init__(self, settings: Settings) -> None:
         """Prepare a subscriber; nothing connects until :meth:`subscribe`."""
         self.route = event_route(settings)
         self._subscription: _Subscription | None = None
-        self._closed = False
         self._receiving = False
 
     def subscribe(
@@ -273,7 +272,6 @@ class EventSubscriber:
         if not patterns:
             raise InvalidValue("subscribe to at least one channel pattern")
         self.close()
-        self._closed = False
         subscription = _open(self.route, list(patterns))
         self._subscription = subscription
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -281,7 +279,9 @@ class EventSubscriber:
 
     def _iterate(self, subscription: _Subscription, deadline: float | None) -> Iterator[LiveEvent]:
         try:
-            while not self._closed:
+            # A later subscribe() or close() replaces or clears the current
+            # subscription; an older iterator then just stops.
+            while self._subscription is subscription:
                 wait = POLL_S
                 if deadline is not None:
                     wait = min(wait, deadline - time.monotonic())
@@ -309,18 +309,6 @@ class EventSubscriber:
         From another thread, the iterator notices within a fraction of a
         second and releases the connection itself.
         """
-        self._closed = True
         subscription, self._subscription = self._subscription, None
         if subscription is not None and not self._receiving:
             subscription.close()
-
-    def __enter__(self) -> EventSubscriber:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

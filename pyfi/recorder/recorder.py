@@ -25,6 +25,7 @@ from pyfi.db.session import Database
 from pyfi.errors import ConfigurationError, InvalidValue
 from pyfi.recorder.buffer import Batch, Buffer, CallUpdate, PendingCall, PendingEvent, values_of
 from pyfi.recorder.writer import Statements, describe, is_transient, write
+from pyfi.resources import Closeable
 
 log = logging.getLogger("pyfi.recorder")
 
@@ -51,7 +52,7 @@ class RecorderStats:
     failures: int
 
 
-class CallRecorder:
+class CallRecorder(Closeable):
     """Records call lifecycles into ``calls`` and ``events`` without blocking the caller.
 
     Parameters
@@ -233,12 +234,6 @@ class CallRecorder:
         if self._database is not None:
             self._database.dispose()
         return flushed
-
-    def __enter__(self) -> CallRecorder:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
 
     @property
     def stats(self) -> RecorderStats:

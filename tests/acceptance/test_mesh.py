@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
 import time
 
 import pytest
 
 from pyfi.errors import CallFailed
 from pyfi.message import derived_id, new_id
-from tests.acceptance.mesh import PROBES, Stack
+from tests.acceptance.mesh import FLOW, PROBES, Stack
 
 pytestmark = pytest.mark.slow
 
@@ -164,3 +166,43 @@ def test_mesh_calls_are_recorded_with_their_events(stack: Stack) -> None:
         stack.run_flow("ls", "call", "--id", second, "--result", "--json").stdout
     )
     assert with_result["result"] == {"status": "ok", "value": "Do this: Message:rec"}
+
+
+def test_mesh_listen_sees_a_call_live(stack: Stack) -> None:
+    # Given the first flow running and `flow listen` on its room's task channel
+    _first_flow(stack)
+    stack.start_worker("proc1")
+    listener = subprocess.Popen(
+        [
+            *FLOW,
+            "listen",
+            "--name",
+            "pyfi.queue1.proc1",
+            "--channel",
+            "task",
+            "--json",
+            "--count",
+            "3",
+            "--timeout",
+            "30",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **stack.env},
+    )
+    assert listener.stderr is not None
+    assert listener.stderr.readline().startswith("Listening to")
+    # When a call runs
+    with stack.client() as client:
+        call = client.send(THIS, ["live"])
+        client.result(call.call_id, 30)
+    # Then the listener printed its lifecycle, in order, as JSON
+    out, _err = listener.communicate(timeout=30)
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [(e["state"], e["call_id"]) for e in events] == [
+        ("received", call.call_id),
+        ("running", call.call_id),
+        ("postrun", call.call_id),
+    ]
+    assert {e["room"] for e in events} == {"pyfi.queue1.proc1"}

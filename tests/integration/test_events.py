@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -313,8 +314,24 @@ def test_subscriber_timeout_ends_iteration(event_settings: Settings, queue: str)
     assert 0.4 < time.monotonic() - started < 2.5
 
 
+def test_subscriber_close_from_another_thread_ends_iteration(
+    event_settings: Settings, queue: str
+) -> None:
+    # Given a listener iterating with no timeout
+    subscriber = EventSubscriber(event_settings)
+    events = subscriber.subscribe([f"{queue}.proc1.task"])
+    stopper = threading.Timer(0.3, subscriber.close)
+    started = time.monotonic()
+    stopper.start()
+    # When another thread closes it, then the iteration ends promptly and empty
+    assert list(events) == []
+    assert time.monotonic() - started < 2.0
+    stopper.join()
+
+
 LISTENER = """
 import sys
+import threading
 from pyfi.config import Settings
 from pathlib import Path
 from pyfi.events import EventSubscriber
