@@ -34,7 +34,16 @@ def derived_id(*parts: str) -> str:
     firing, a plug delivery), so that the duplicate carries the same id and
     the receiver can recognise it.
     """
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "pyfi:" + "/".join(parts)))
+    # A JSON array keeps the parts apart: ("a", "b") and ("a/b",) differ.
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "pyfi:" + json.dumps(list(parts))))
+
+
+def _is_uuid(value: object) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def _now() -> str:
@@ -137,6 +146,9 @@ class Message:
         for name in ("call_id", "tracking_id", "socket"):
             if not isinstance(data.get(name), str) or not data[name]:
                 raise MessageDecodeError(f"the field {name!r} is missing or not a string")
+        for name in ("call_id", "tracking_id", "parent_id"):
+            if data.get(name) is not None and not _is_uuid(data[name]):
+                raise MessageDecodeError(f"the field {name!r} is not a UUID: {data[name]!r}")
         if not isinstance(data.get("args", []), list):
             raise MessageDecodeError("the field 'args' is not a list")
         if not isinstance(data.get("kwargs", {}), dict):

@@ -94,7 +94,7 @@ class Broker:
     # -- topology --------------------------------------------------------
     def declare(self, route: SocketRoute) -> None:
         """Declare a socket's exchange, queue, binding and dead-letter queue (once)."""
-        if route.socket in self._declared:
+        if route.queue in self._declared:
             return
         channel = self.connection.default_channel
         exchange = self._exchange(route)
@@ -108,7 +108,7 @@ class Broker:
             channel=channel,
         ).declare()
         self._plain_queue(route.dead_letter_queue).declare()
-        self._declared.add(route.socket)
+        self._declared.update((route.queue, route.dead_letter_queue))
 
     def _exchange(self, route: SocketRoute) -> Exchange:
         exchange = self._exchanges.get(route.exchange)
@@ -116,6 +116,12 @@ class Broker:
             exchange = Exchange(route.exchange, type=route.exchange_type, durable=route.durable)
             self._exchanges[route.exchange] = exchange
         return exchange
+
+    def _ensure_plain(self, name: str, arguments: dict[str, Any] | None = None) -> None:
+        """Declare a queue on the default exchange, once per connection."""
+        if name not in self._declared:
+            self._plain_queue(name, arguments).declare()
+            self._declared.add(name)
 
     def _plain_queue(self, name: str, arguments: dict[str, Any] | None = None) -> Queue:
         return Queue(
@@ -151,23 +157,19 @@ class Broker:
             self._send(body, naming.DEFAULT_EXCHANGE, route.queue, headers, message.call_id)
         else:
             holding = naming.delay_queue(route.socket, delay_ms)
-            if holding not in self._declared:
-                self._plain_queue(
-                    holding,
-                    {
-                        "x-message-ttl": delay_ms,
-                        "x-dead-letter-exchange": naming.DEFAULT_EXCHANGE,
-                        "x-dead-letter-routing-key": route.queue,
-                    },
-                ).declare()
-                self._declared.add(holding)
+            self._ensure_plain(
+                holding,
+                {
+                    "x-message-ttl": delay_ms,
+                    "x-dead-letter-exchange": naming.DEFAULT_EXCHANGE,
+                    "x-dead-letter-routing-key": route.queue,
+                },
+            )
             self._send(body, naming.DEFAULT_EXCHANGE, holding, headers, message.call_id)
 
     def publish_to_queue(self, queue: str, body: bytes, headers: dict[str, Any]) -> None:
         """Publish raw bytes straight into a named queue (dead letters)."""
-        if queue not in self._declared:
-            self._plain_queue(queue).declare()
-            self._declared.add(queue)
+        self._ensure_plain(queue)
         self._send(body, naming.DEFAULT_EXCHANGE, queue, headers, None)
 
     def _send(
@@ -237,8 +239,12 @@ class Broker:
             pass
 
     def get(self, queue: str) -> KombuMessage | None:
-        """Take one message from a queue without a consumer (unacked until settled)."""
-        self._plain_queue(queue).declare()
+        """Take one message from a queue without a consumer (unacked until settled).
+
+        A queue this connection has not declared is declared as a plain one
+        (dead-letter queues are plain), so that an empty one reads as empty.
+        """
+        self._ensure_plain(queue)
         message: KombuMessage | None = self._plain_queue(queue).get(
             no_ack=False, accept=[CONTENT_TYPE]
         )

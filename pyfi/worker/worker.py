@@ -34,7 +34,7 @@ from kombu.message import Message as KombuMessage
 
 from pyfi.broker import Broker
 from pyfi.config import Settings
-from pyfi.errors import BrokerUnavailable, FlowError, MessageDecodeError
+from pyfi.errors import BackendUnavailable, BrokerUnavailable, MessageDecodeError
 from pyfi.message import Message, derived_id
 from pyfi.wiring import ProcessorSpec, SocketSpec
 from pyfi.worker import registry
@@ -179,12 +179,38 @@ class Worker:
     def _process(self, socket: SocketSpec, delivery: KombuMessage) -> str:
         try:
             return self._handle(socket, delivery)
-        except (BrokerUnavailable, FlowError, OSError) as exc:
+        except (BrokerUnavailable, BackendUnavailable, OSError) as exc:
             # The broker or the result store is failing: keep the message
             # (requeue) and slow down rather than spin.
             log.warning("call on %s will be retried: %s", socket.name, exc)
             time.sleep(INFRASTRUCTURE_BACKOFF_S)
             return REQUEUE
+        except Exception as exc:
+            # A fault of the worker itself on this message: requeueing would
+            # loop forever, so set the message aside where it can be replayed.
+            log.exception("internal error on a message of %s; dead-lettering it", socket.name)
+            return self._set_aside(socket, delivery, exc)
+
+    def _set_aside(self, socket: SocketSpec, delivery: KombuMessage, exc: Exception) -> str:
+        body = delivery.body if isinstance(delivery.body, bytes) else str(delivery.body).encode()
+        try:
+            call = Message.decode(body)
+        except MessageDecodeError:
+            call = None
+        try:
+            self._publisher().publish_to_queue(
+                socket.route.dead_letter_queue,
+                dead_letter_body(
+                    call,
+                    reason=f"worker error: {type(exc).__name__}: {exc}",
+                    raw=None if call else body,
+                ),
+                {"pyfi-reason": "worker-error"},
+            )
+        except (BrokerUnavailable, OSError):
+            time.sleep(INFRASTRUCTURE_BACKOFF_S)
+            return REQUEUE
+        return ACK
 
     def _handle(self, socket: SocketSpec, delivery: KombuMessage) -> str:
         publisher = self._publisher()

@@ -206,3 +206,45 @@ def test_mesh_listen_sees_a_call_live(stack: Stack) -> None:
         ("postrun", call.call_id),
     ]
     assert {e["room"] for e in events} == {"pyfi.queue1.proc1"}
+
+
+def test_mesh_task_run_nowait_and_timeout(stack: Stack) -> None:
+    # Given the first flow with no worker running yet
+    _first_flow(stack)
+    # When a call is sent with --nowait
+    sent = stack.run_flow("task", "run", "-s", THIS, "--data", '"later"', "--nowait")
+    # Then its id is printed at once
+    assert sent.returncode == 0, sent.stderr
+    call_id = sent.stdout.strip()
+    # And waiting with a short timeout fails with one clear line, exit 1
+    waited = stack.run_flow("task", "run", "-s", THIS, "--data", '"x"', "--timeout", "0.5")
+    assert waited.returncode == 1
+    assert "no result for call" in waited.stderr
+    assert "after 0.5s" in waited.stderr
+    # And once a worker runs, the queued call completes (nothing was lost)
+    stack.start_worker("proc1")
+    with stack.client() as client:
+        assert client.result(call_id, 30) == "Do this: later"
+
+
+def test_mesh_sigterm_drains_in_flight_calls(stack: Stack) -> None:
+    # Given a slow call in progress
+    stack.cli("add queue -n sq")
+    stack.cli("add processor -n probe -g file:///probes -m probe -c 1")
+    stack.cli("add socket -n slow -q sq -pn probe -t slow_once")
+    worker = stack.start_worker("probe", path=PROBES, concurrency=1)
+    with stack.client() as client:
+        call = client.send("slow", ["drain-me"])
+        deadline = time.monotonic() + 20
+        while not stack.traces("slow_started") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # When the worker gets SIGTERM
+        code = worker.stop(timeout=30)
+        # Then it finished the call, stored its result and exited cleanly
+        assert code == 0, worker.output()
+        assert client.result(call.call_id, 1) == "drain-me"
+    assert "stopped" in worker.output()
+    # And a new worker does not run it again (it was acked)
+    stack.start_worker("probe", path=PROBES, concurrency=1)
+    time.sleep(1)
+    assert stack.traces("slow_started") == ["drain-me"]

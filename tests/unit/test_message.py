@@ -1,0 +1,62 @@
+"""The wire envelope: JSON only, strict about what it needs, lenient about the rest."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pyfi.errors import MessageDecodeError
+from pyfi.message import PROTOCOL_VERSION, Message, derived_id
+
+
+def test_message_round_trips_through_json() -> None:
+    # Given a call with arguments of every JSON type
+    sent = Message.new("s", [1, "two", [3.0], None], {"k": {"nested": True}}, parent_id=None)
+    # When it is encoded and decoded
+    received = Message.decode(sent.encode())
+    # Then nothing changed
+    assert received == sent
+    assert json.loads(sent.encode())["version"] == PROTOCOL_VERSION
+
+
+def test_message_with_unserialisable_argument_is_refused() -> None:
+    with pytest.raises(MessageDecodeError, match="not JSON-serialisable"):
+        Message.new("s", [object()]).encode()
+
+
+def test_message_ignores_fields_it_does_not_know() -> None:
+    # Given an envelope from a newer minor revision with an extra field
+    data = Message.new("s", [1]).to_dict() | {"priority": 5}
+    # Then it still decodes
+    assert Message.decode(json.dumps(data)).args == [1]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "JSON list, not an object"),
+        (b'{"tracking_id": "x", "socket": "s"}', "'call_id' is missing"),
+        (b'{"call_id": "abc", "tracking_id": "abc", "socket": "s"}', "'call_id' is not a UUID"),
+        (json.dumps(Message.new("s").to_dict() | {"args": {}}).encode(), "'args' is not a list"),
+        (json.dumps(Message.new("s").to_dict() | {"attempt": 0}).encode(), "'attempt'"),
+        (json.dumps(Message.new("s").to_dict() | {"version": 2}).encode(), "upgrade pyfi"),
+    ],
+)
+def test_message_decode_gives_a_reason(body: bytes, reason: str) -> None:
+    with pytest.raises(MessageDecodeError, match=reason):
+        Message.decode(body)
+
+
+def test_derived_id_is_stable_and_distinct() -> None:
+    # The same parts always name the same call; different parts never collide here
+    assert derived_id("a", "b") == derived_id("a", "b")
+    assert derived_id("a", "b") != derived_id("a", "c")
+    assert derived_id("a", "b") != derived_id("a/b")
+
+
+def test_retried_counts_attempts() -> None:
+    first = Message.new("s")
+    assert first.retried().retried().attempt == 3
+    assert first.retried().call_id == first.call_id
