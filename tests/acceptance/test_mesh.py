@@ -248,3 +248,22 @@ def test_mesh_sigterm_drains_in_flight_calls(stack: Stack) -> None:
     stack.start_worker("probe", path=PROBES, concurrency=1)
     time.sleep(1)
     assert stack.traces("slow_started") == ["drain-me"]
+
+
+def test_mesh_fanout_queue_reaches_every_socket_and_topic_routes_by_name(stack: Stack) -> None:
+    # Given two sockets on a fanout queue object and one on a topic queue object
+    stack.cli("add queue -n fan -t fanout")
+    stack.cli("add queue -n top -t topic")
+    stack.cli("add processor -n proc1 -g file:///examples -m pyfi_examples.sample -c 2")
+    stack.cli("add socket -n fan.a -q fan -pn proc1 -t do_something")
+    stack.cli("add socket -n fan.b -q fan -pn proc1 -t do_this")
+    stack.cli("add socket -n top.c -q top -pn proc1 -t do_this")
+    stack.start_worker("proc1")
+    with stack.client() as client:
+        # When one call is sent to fan.a
+        call = client.send("fan.a", ["x"])
+        # Then fan.a ran it, and fan.b ran its own copy under a derived id
+        assert client.result(call.call_id, 30) == "Message:x"
+        assert client.result(derived_id(call.call_id, "fan.b"), 30) == "Do this: x"
+        # And a topic queue delivers by socket name like a direct one
+        assert client.result(client.send("top.c", ["y"]).call_id, 30) == "Do this: y"
