@@ -2,17 +2,21 @@
 # The main job: a real flow through the sample processors, on the embedded
 # default (a SQLite database and a local broker folder, no server needed).
 #
-# It builds the reference's "first flow" plus a plug chain that feeds a join,
-# starts a worker, runs calls through it, shows what was recorded, and stops
-# the worker cleanly. Everything lives in ./.demo, rebuilt on every run, so
-# your own pyfi data is never touched.
+# It turns processors_example/ into a git repository, builds the reference's
+# first flow plus a plug chain that feeds a join, starts an agent that deploys
+# the processor from git into its own virtualenv and supervises its worker,
+# runs calls while `flow listen` prints the live events, shows what was
+# recorded, and stops everything cleanly. Everything lives in ./.demo,
+# rebuilt on every run (the virtualenv cache is kept), so your own pyfi data
+# is never touched.
 set -eu
 
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 DEMO_DIR="${DEMO_DIR:-$PWD/.demo}"
 mkdir -p "$DEMO_DIR"
+rm -rf "$DEMO_DIR/repo" "$DEMO_DIR/agent" "$DEMO_DIR/broker" "$DEMO_DIR"/*.sqlite*
 : > "$DEMO_DIR/pyfi.ini"          # an empty ini: nothing configured, embedded defaults apply
-export PYFI_DATA_DIR="$DEMO_DIR" PYFI_INI="$DEMO_DIR/pyfi.ini"
+export PYFI_DATA_DIR="$DEMO_DIR" PYFI_INI="$DEMO_DIR/pyfi.ini" PYFI_ALLOWED_REPOS='file://*'
 unset PYFI_DB PYFI_BROKER PYFI_BACKEND
 
 run() {
@@ -20,23 +24,47 @@ run() {
     flow "$@"
 }
 
-WORKER_PID=""
-stop_worker() {
-    if [ -n "$WORKER_PID" ] && kill -0 "$WORKER_PID" 2>/dev/null; then
-        kill -TERM "$WORKER_PID"
-        wait "$WORKER_PID" || true
-    fi
+AGENT_PID="" LISTEN_PID=""
+stop_all() {
+    for pid in $LISTEN_PID $AGENT_PID; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid"
+            wait "$pid" || true
+        fi
+    done
+    AGENT_PID="" LISTEN_PID=""
 }
-trap stop_worker EXIT INT TERM
+trap stop_all EXIT INT TERM
+
+wait_until() {  # what, command...
+    what=$1; shift
+    tries=0
+    until "$@" >/dev/null 2>&1; do
+        tries=$((tries + 1))
+        if [ $tries -gt 1200 ]; then
+            echo "gave up waiting for $what" >&2
+            tail -n 20 "$DEMO_DIR/agent.log" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
 
 SOMETHING=pyfi.processors.sample.do_something
 THIS=pyfi.processors.sample.do_this
 ADD=pyfi.processors.sample.add_two
 
-run config show
-run db rebuild --yes
+echo "# The processor repository: processors_example/ as a git repository"
+cp -R "$HERE/processors_example" "$DEMO_DIR/repo"
+rm -rf "$DEMO_DIR"/repo/*.egg-info "$DEMO_DIR"/repo/build
+git -C "$DEMO_DIR/repo" init -q -b main
+git -C "$DEMO_DIR/repo" add .
+git -C "$DEMO_DIR/repo" -c user.name=pyfi -c user.email=demo@pyfi.invalid commit -q -m "sample processors"
+echo "file://$DEMO_DIR/repo at $(git -C "$DEMO_DIR/repo" rev-parse --short HEAD)"
+
+run db init
 run add queue -n pyfi.queue1 -t direct
-run add processor -n proc1 -g "file://$HERE/processors_example" -m pyfi_examples.sample -c 2
+run add processor -n proc1 -g "file://$DEMO_DIR/repo" -m pyfi_examples.sample -c 1
 run add socket -n $SOMETHING -q pyfi.queue1 -pn proc1 -t do_something
 run add socket -n $THIS -q pyfi.queue1 -pn proc1 -t do_this
 run add socket -n $ADD -q pyfi.queue1 -pn proc1 -t add_two --wait
@@ -45,21 +73,22 @@ run add socket -n $ADD -q pyfi.queue1 -pn proc1 -t add_two --wait
 run add plug -n plug1 -q pyfi.queue1 --source $SOMETHING --target $THIS
 run add plug -n plug2 -q pyfi.queue1 --source $SOMETHING --target $ADD --argument one
 run add plug -n plug3 -q pyfi.queue1 --source $THIS --target $ADD --argument two
-run ls processor -n proc1
 
-printf '\n$ flow worker start --processor proc1 --path processors_example &\n'
-flow worker start --processor proc1 --path "$HERE/processors_example" > "$DEMO_DIR/worker.log" 2>&1 &
-WORKER_PID=$!
-tries=0
-until grep -q consuming "$DEMO_DIR/worker.log"; do
-    tries=$((tries + 1))
-    if [ $tries -gt 200 ] || ! kill -0 "$WORKER_PID" 2>/dev/null; then
-        cat "$DEMO_DIR/worker.log" >&2
-        exit 1
-    fi
-    sleep 0.05
-done
-cat "$DEMO_DIR/worker.log"
+printf '\n$ flow agent start --name demo --port 0 &   # deploys proc1 from git, starts its worker\n'
+flow agent start --name demo --port 0 --workdir "$DEMO_DIR/agent" \
+    --venv-cache "$DEMO_DIR/venvs" > "$DEMO_DIR/agent.log" 2>&1 &
+AGENT_PID=$!
+echo "(the first run builds proc1's virtualenv; later runs reuse it)"
+processor_running() { flow ls processor -n proc1 --json | grep -q '"status": "running"'; }
+worker_running() { flow ls workers --json | grep -q '"status": "running"'; }
+wait_until "proc1 to be deployed" processor_running
+wait_until "proc1's worker" worker_running
+run ls workers
+
+printf '\n$ flow listen --name pyfi.queue1.proc1 --channel task &   # live events, printed below\n'
+flow listen --name pyfi.queue1.proc1 --channel task &
+LISTEN_PID=$!
+sleep 1
 
 run task run --socket $THIS --data "['some data']"
 
@@ -68,20 +97,20 @@ echo "HI THERE!" | flow task run -s $SOMETHING | echo "$(cat -) add some text" |
 
 # One call that flows along the plugs and completes the join.
 run task run --socket $SOMETHING --data '"hello"'
-tries=0
-until flow ls calls --socket $ADD --json | grep -q '"state": "finished"'; do
-    tries=$((tries + 1))
-    [ $tries -gt 200 ] && { echo "the join did not fire" >&2; exit 1; }
-    sleep 0.05
-done
+join_fired() { flow ls calls --socket $ADD --json | grep -q '"state": "finished"'; }
+wait_until "the join" join_fired
+sleep 1
+kill -TERM "$LISTEN_PID" && wait "$LISTEN_PID" || true
+LISTEN_PID=""
+
 run ls calls --rows 20
 ADD_CALL=$(flow ls calls --socket $ADD --json | sed -n 's/.*"id": "\([0-9a-f-]*\)".*/\1/p' | head -n 1)
 run ls call --id "$ADD_CALL" --result
 
-printf '\n$ kill -TERM %s   # the worker drains, acks, and exits\n' "$WORKER_PID"
-stop_worker
-WORKER_PID=""
-tail -n 2 "$DEMO_DIR/worker.log"
+printf '\n$ kill -TERM %s   # the agent drains its worker, releases its share, goes offline\n' "$AGENT_PID"
+stop_all
+tail -n 3 "$DEMO_DIR/agent.log"
+run ls agents
 
 cat <<MSG
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,9 @@ ENV_BACKEND = "PYFI_BACKEND"
 ENV_INI = "PYFI_INI"
 ENV_DATA_DIR = "PYFI_DATA_DIR"
 ENV_DEBUG = "PYFI_DEBUG"
+ENV_ALLOWED_REPOS = "PYFI_ALLOWED_REPOS"
+# Set by an agent for the workers it starts: they drain and exit if it dies.
+ENV_AGENT_PID = "PYFI_AGENT_PID"
 
 APP_NAME = "pyfi"
 
@@ -89,6 +93,8 @@ class Settings:
     data_dir: Path
     ini_path: Path
     debug: bool = False
+    # Glob patterns of git URLs agents may deploy (credentials stripped first).
+    allowed_repos: tuple[str, ...] = ()
     # Where each value came from ("option", "env", "ini" or "default"), for
     # `flow config show` and for error messages that point at the culprit.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -111,6 +117,7 @@ class Settings:
             "data_dir": str(self.data_dir),
             "ini_path": str(self.ini_path),
             "debug": str(self.debug).lower(),
+            "allowed_repos": ", ".join(self.allowed_repos),
         }
 
 
@@ -171,6 +178,8 @@ def load_settings(
         values[key] = value
         sources[key] = source
 
+    allowed_text = environ.get(ENV_ALLOWED_REPOS) or _ini_option(ini_path, "agent", "allowed_repos")
+    allowed = tuple(p for p in re.split(r"[\s,]+", allowed_text or "") if p)
     debug_env = environ.get(ENV_DEBUG, "").lower() in ("1", "true", "yes", "on")
     debug = bool(options.get("debug")) or debug_env
 
@@ -185,6 +194,7 @@ def load_settings(
         data_dir=data_dir,
         ini_path=ini_path,
         debug=debug,
+        allowed_repos=allowed,
         sources=sources,
     )
 
@@ -196,6 +206,17 @@ def _describe_source(key: str, source: str, ini_path: Path) -> str:
         "ini": str(ini_path),
         "default": "the embedded default",
     }[source]
+
+
+def _ini_option(path: Path, section: str, option: str) -> str | None:
+    """One option of the ini file, if the file can be read and has it."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return None  # read_ini already reports an unreadable named ini
+    return parser.get(section, option, fallback=None)
 
 
 def read_ini(path: Path, *, required: bool) -> dict[str, str]:
@@ -225,8 +246,17 @@ def read_ini(path: Path, *, required: bool) -> dict[str, str]:
 
 
 def write_ini(path: Path, values: Mapping[str, str]) -> None:
-    """Write the URIs to ``path``, readable by the owner only (it may hold passwords)."""
+    """Write the URIs to ``path``, readable by the owner only (it may hold passwords).
+
+    Other sections of an existing file (``[agent]``...) are kept as they were.
+    """
     parser = configparser.ConfigParser(interpolation=None)
+    if path.exists():
+        try:
+            with path.open(encoding="utf-8") as handle:
+                parser.read_file(handle)
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            parser = configparser.ConfigParser(interpolation=None)  # replacing a broken file
     for key, (section, option) in INI_KEYS.items():
         if values.get(key):
             parser.setdefault(section, {})

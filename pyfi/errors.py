@@ -16,7 +16,8 @@ to exit code 1; nothing below ``pyfi.cli`` knows about exit codes.
     │   ├── DuplicateObject             a name that is already taken
     │   ├── ObjectInUse                 delete refused: other objects refer to it
     │   ├── DatabaseNotInitialised      tables are missing: run `flow db init`
-    │   └── AdaptorNotFound             `flow listen -a`: no such module.function
+    │   ├── AdaptorNotFound             `flow listen -a`: no such module.function
+    │   └── RepoNotAllowed              a processor's git repository is not in allowed_repos
     ├── DatabaseUnavailable             exit 1: the database cannot be reached
     ├── BrokerUnavailable               the message broker cannot be reached
     ├── MessageDecodeError              a message that is not a pyfi envelope
@@ -27,7 +28,10 @@ to exit code 1; nothing below ``pyfi.cli`` knows about exit codes.
     │   └── BackendUnavailable          the result backend cannot be reached
     ├── EventsUnavailable               the live-event transport cannot be reached
     ├── EventDecodeError                a live event that is not JSON of the expected shape
-    └── AdaptorFailed                   a `flow listen` adaptor raised on an event
+    ├── AdaptorFailed                   a `flow listen` adaptor raised on an event
+    └── DeployError                     an agent could not deploy a processor's code
+        ├── GitError                    clone, fetch or checkout failed (git's own reason)
+        └── VenvError                   the virtualenv or its pip install failed
     WorkerShutdown (BaseException)      stops a worker; user code cannot swallow it
 
 Each class's docstring is its default message, so ``raise ObjectNotFound()``
@@ -172,3 +176,19 @@ class EventDecodeError(FlowError):
 
 class AdaptorFailed(FlowError):
     """The adaptor raised an exception while handling an event."""
+
+
+class RepoNotAllowed(UserError):
+    """The repository is not allowed on this agent; add a matching glob to allowed_repos."""
+
+
+class DeployError(FlowError):
+    """The processor's code could not be deployed."""
+
+
+class GitError(DeployError):
+    """Git could not clone, fetch or check out the processor's repository."""
+
+
+class VenvError(DeployError):
+    """The processor's virtualenv could not be built."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
-from kombu.transport import filesystem
+from kombu.transport import filesystem, virtual
 
 # Header carrying the epoch milliseconds at which a message becomes due.
 DUE_HEADER = "x-pyfi-due-ms"
@@ -198,6 +198,10 @@ class Transport(filesystem.Transport):
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
+        # kombu keeps exchanges and bindings in one state per *class*, shared
+        # by every connection of the process: a second broker folder would
+        # then skip writing its bindings and drop messages. One per folder.
+        self.state = virtual.BrokerState()
         self.polling_interval = client.transport_options.get(
             "polling_interval", DEFAULT_POLLING_INTERVAL
         )

@@ -50,17 +50,20 @@ def cli(ctx: click.Context, /, write_config: bool, **options: Any) -> None:
 
 
 def _register() -> None:
+    from pyfi.cli.agent import agent_group
     from pyfi.cli.config import config_group
     from pyfi.cli.db import db_group
     from pyfi.cli.dlq import dlq_group
     from pyfi.cli.listen import listen
     from pyfi.cli.listing import ls_group
     from pyfi.cli.objects import add_group, delete_group, update_group
+    from pyfi.cli.proc import proc_group
     from pyfi.cli.task import task_group
     from pyfi.cli.whoami import whoami
     from pyfi.cli.worker import worker_group
 
     for command in (
+        agent_group,
         config_group,
         db_group,
         dlq_group,
@@ -69,6 +72,7 @@ def _register() -> None:
         delete_group,
         ls_group,
         listen,
+        proc_group,
         task_group,
         whoami,
         worker_group,

@@ -40,6 +40,18 @@ class Listing:
         return {**to_dict(obj, raw=True), **self.extras(obj)}
 
 
+def _liveness(agent: models.Agent) -> str:
+    """An agent's status as stored, unless its heartbeat is too old to believe."""
+    from datetime import UTC, datetime
+
+    from pyfi.agent.placement import is_stale
+    from pyfi.db.enums import AgentStatus
+
+    if agent.status is AgentStatus.ONLINE and is_stale(agent.heartbeat, datetime.now(UTC)):
+        return "offline (no heartbeat)"
+    return agent.status.value
+
+
 def _schedule(socket: models.Socket) -> str | None:
     if socket.interval:
         return f"every {socket.interval}s"
@@ -155,9 +167,13 @@ LISTINGS: Mapping[str, Listing] = {
                 ("Memory used %", "memused"),
                 ("Load", "cpuload"),
                 ("Agent", "agent"),
+                ("Status", "status"),
                 ("Updated", "updated"),
             ],
-            extras=lambda n: {"agent": n.agent.name if n.agent else None},
+            extras=lambda n: {
+                "agent": n.agent.name if n.agent else None,
+                "status": _liveness(n.agent) if n.agent else "no agent",
+            },
             eager=(selectinload(models.Node.agent),),
         ),
         Listing(
@@ -174,6 +190,7 @@ LISTINGS: Mapping[str, Listing] = {
                 ("Status", "status"),
                 ("Heartbeat", "heartbeat"),
             ],
+            extras=lambda a: {"status": _liveness(a)},
         ),
         Listing(
             "worker",

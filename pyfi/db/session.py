@@ -155,3 +155,6 @@ def _first_line(exc: DBAPIError) -> str:
     original = exc.orig if exc.orig is not None else exc
     lines = [line.strip() for line in str(original).splitlines() if line.strip()]
     return lines[0] if lines else type(original).__name__
+
+
+from pyfi.db import changes as _changes  # noqa: E402, F401  (registers the change announcer)

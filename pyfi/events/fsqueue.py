@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from kombu.exceptions import ChannelError
-from kombu.transport import filesystem
+from kombu.transport import filesystem, virtual
 from kombu.utils import json as kombu_json
 
 
@@ -44,6 +44,12 @@ class Transport(filesystem.Transport):
     """kombu's filesystem transport using :class:`Channel`."""
 
     Channel = Channel
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        # One exchange/binding state per folder, not one per process (see
+        # pyfi.broker.filesystem.Transport): else a second folder loses events.
+        self.state = virtual.BrokerState()
 
 
 def _dumps(message: Any) -> str:

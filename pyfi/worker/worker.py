@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import signal
 import threading
@@ -33,7 +34,7 @@ from typing import Any
 from kombu.message import Message as KombuMessage
 
 from pyfi.broker import Broker
-from pyfi.config import Settings
+from pyfi.config import ENV_AGENT_PID, Settings
 from pyfi.errors import BackendUnavailable, BrokerUnavailable, MessageDecodeError
 from pyfi.message import Message, derived_id
 from pyfi.wiring import ProcessorSpec, SocketSpec
@@ -87,6 +88,7 @@ class Worker:
         self.telemetry = telemetry
         self.functions = registry.resolve(spec, options.path)
         self._stop = threading.Event()
+        self._paused = threading.Event()
         self._settled: queue.SimpleQueue[tuple[KombuMessage, str]] = queue.SimpleQueue()
         self._inflight = 0
         self._local = threading.local()
@@ -99,19 +101,28 @@ class Worker:
         """Ask the worker to stop: no new messages; in-flight calls finish and are acked."""
         self._stop.set()
 
+    def pause(self, *_: Any) -> None:
+        """Stop taking new calls; those in flight finish and are acked (no SIGSTOP)."""
+        self._paused.set()
+
+    def resume(self, *_: Any) -> None:
+        """Take calls again after :meth:`pause`."""
+        self._paused.clear()
+
     def run(self) -> None:
-        """Consume until :meth:`stop` (or SIGTERM/SIGINT); then drain and return."""
+        """Consume until :meth:`stop` (or SIGTERM/SIGINT); then drain and return.
+
+        SIGUSR1 pauses and SIGUSR2 resumes consuming; the agent uses them.
+        """
         if self.options.install_signals:
             signal.signal(signal.SIGTERM, self.stop)
             signal.signal(signal.SIGINT, self.stop)
+            signal.signal(signal.SIGUSR1, self.pause)
+            signal.signal(signal.SIGUSR2, self.resume)
         broker = Broker(self.settings.broker_url)
         concurrency = self.options.concurrency
         pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"pyfi-{self.spec.name}")
-        prefetch = self.options.prefetch or concurrency
-        consumers = [
-            broker.consumer([socket.route], self._receiver(socket, pool), prefetch=prefetch)
-            for socket in self.spec.sockets
-        ]
+        consumers = self._consume(broker, pool)
         log.info(
             "worker for processor %s consuming %d socket(s) with concurrency %d",
             self.spec.name,
@@ -119,13 +130,24 @@ class Worker:
             concurrency,
         )
         self.ready.set()
+        parent = int(os.environ.get(ENV_AGENT_PID, "0"))
         try:
             while not self._stop.is_set():
+                if parent and os.getppid() != parent:
+                    log.warning("the agent that started this worker is gone; stopping")
+                    self.stop()
+                    continue
+                if self._paused.is_set() and consumers:
+                    log.info("paused: no new calls; finishing %d in flight", self._inflight)
+                    _cancel(consumers)
+                    consumers = []
+                elif not self._paused.is_set() and not consumers:
+                    consumers = self._consume(broker, pool)
+                    log.info("resumed: consuming %d socket(s)", len(consumers))
                 broker.drain(0.005 if self._inflight else 0.25)
                 self._settle()
             log.info("stopping: no new calls; finishing %d in flight", self._inflight)
-            for consumer in consumers:
-                consumer.cancel()
+            _cancel(consumers)
             while self._inflight:  # graceful: finish, then ack, what was started
                 self._settle(block=0.05)
         finally:
@@ -137,10 +159,21 @@ class Worker:
             self.telemetry.close()
             log.info("worker for processor %s stopped", self.spec.name)
 
+    def _consume(self, broker: Broker, pool: ThreadPoolExecutor) -> list[Any]:
+        prefetch = self.options.prefetch or self.options.concurrency
+        return [
+            broker.consumer([socket.route], self._receiver(socket, pool), prefetch=prefetch)
+            for socket in self.spec.sockets
+        ]
+
     def _receiver(
         self, socket: SocketSpec, pool: ThreadPoolExecutor
     ) -> Callable[[KombuMessage], None]:
         def on_message(delivery: KombuMessage) -> None:
+            if self._paused.is_set():
+                # Paused between two turns of the loop: the call waits in its queue.
+                delivery.requeue()
+                return
             self._inflight += 1
             future = pool.submit(self._process, socket, delivery)
             future.add_done_callback(
@@ -317,6 +350,11 @@ class Worker:
             return max(0.0, outcome.retry_delay_s)
         base = max(self.spec.retry_delay_s, 0)
         return float(min(base * 2 ** (call.attempt - 1), MAX_RETRY_DELAY_S))
+
+
+def _cancel(consumers: list[Any]) -> None:
+    for consumer in consumers:
+        consumer.cancel()
 
 
 def _outcome_from_stored(stored: str) -> Outcome:

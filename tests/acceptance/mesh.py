@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from shlex import split
@@ -31,10 +31,10 @@ class WorkerProcess:
     process: subprocess.Popen[bytes]
     log: Path
 
-    def wait_ready(self, timeout: float = 20.0) -> None:
+    def wait_ready(self, timeout: float = 20.0, marker: str = "consuming") -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "consuming" in self.log.read_text(errors="replace"):
+            if marker in self.log.read_text(errors="replace"):
                 return
             if self.process.poll() is not None:
                 raise AssertionError(f"worker exited {self.process.returncode}:\n{self.output()}")
@@ -66,6 +66,7 @@ class Stack:
     probe_dir: Path
     tmp: Path
     workers: list[WorkerProcess] = field(default_factory=list)
+    agents: list[WorkerProcess] = field(default_factory=list)
 
     @property
     def settings(self) -> Settings:
@@ -113,6 +114,44 @@ class Stack:
         worker.wait_ready()
         return worker
 
+    def start_agent(
+        self, name: str, venv_cache: Path, *, cpus: int = 2, allowed: str = "file://*"
+    ) -> WorkerProcess:
+        """A real `flow agent start` process, ready once it says it is online."""
+        log = self.tmp / f"agent-{name}.log"
+        env = {**os.environ, **self.env, "PYFI_ALLOWED_REPOS": allowed}
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [
+                    *FLOW,
+                    "agent",
+                    "start",
+                    "--name",
+                    name,
+                    "--cpus",
+                    str(cpus),
+                    "--port",
+                    "0",
+                    "--workdir",
+                    str(self.tmp / "agents" / name),
+                    "--venv-cache",
+                    str(venv_cache),
+                ],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        agent = WorkerProcess(process, log)
+        self.agents.append(agent)
+        agent.wait_ready(marker="online")
+        return agent
+
+    def show(self, kind: str, name: str) -> dict:
+        """`flow ls KIND -n NAME --json`, parsed."""
+        import json
+
+        return json.loads(self.cli(f"ls {kind} -n {name} --json"))
+
     def client(self) -> Client:
         return Client(self.settings)
 
@@ -121,9 +160,24 @@ class Stack:
         return sorted(p.read_text() for p in folder.iterdir()) if folder.is_dir() else []
 
     def close(self) -> None:
+        for agent in self.agents:  # gracefully: an agent drains its own workers
+            try:
+                agent.stop(timeout=30)
+            except subprocess.TimeoutExpired:
+                agent.kill()
         for worker in self.workers:
             if worker.process.poll() is None:
                 worker.kill()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it is true, or fail saying what never happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} did not happen within {timeout}s")
 
 
 def make_stack(

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pyfi.db import models
-from pyfi.db.enums import CallState, EventName
+from pyfi.db.enums import AgentStatus, CallState, EventName
 from pyfi.db.session import Database
 from tests.conftest import Flow
 
@@ -126,3 +126,26 @@ def test_ls_call_unknown_id_is_user_error(first_flow: Flow) -> None:
     error = first_flow.fails("ls", "call", "--id", str(call_id))
     assert f"no call with id '{call_id}'" in error
     assert "not a valid call id" in first_flow.fails("ls", "call", "--id", "xyz")
+
+
+def test_ls_agents_shows_stale_heartbeat_as_offline(flow: Flow, database: Database) -> None:
+    # Given two agents that say they are online, one of which stopped reporting a minute ago
+    now = datetime.now(UTC)
+    with database.transaction() as session:
+        for name, heartbeat in (("fresh", now), ("stale", now - timedelta(minutes=1))):
+            node = models.Node(name=name, hostname=name)
+            session.add(
+                models.Agent(
+                    name=name,
+                    hostname=name,
+                    node=node,
+                    status=AgentStatus.ONLINE,
+                    heartbeat=heartbeat,
+                )
+            )
+    # When agents and nodes are listed
+    agents = {a["name"]: a["status"] for a in json.loads(flow("ls", "agents", "--json").output)}
+    nodes = {n["name"]: n["status"] for n in json.loads(flow("ls", "nodes", "--json").output)}
+    # Then only the fresh one counts as online
+    assert agents == {"fresh": "online", "stale": "offline (no heartbeat)"}
+    assert nodes == agents

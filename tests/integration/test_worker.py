@@ -73,3 +73,24 @@ def test_worker_sets_aside_a_message_its_own_code_fails_on(
     assert broker.get("echo") is None
     broker.close()
     database.dispose()
+
+
+def test_filesystem_broker_two_folders_in_one_process_both_deliver(tmp_path: Path) -> None:
+    # Given two embedded broker folders used from the same process (kombu keeps
+    # exchange state per process, which once made the second folder drop messages)
+    from pyfi.broker import SocketRoute
+    from pyfi.message import Message
+
+    route = SocketRoute("s.one", "pyfi.queue1")
+    for folder in ("a", "b"):
+        broker = Broker(f"filesystem://{tmp_path / folder}")
+        broker.publish(Message.new("s.one", [folder]), route)
+        broker.close()
+    # Then each folder holds its own message
+    for folder in ("a", "b"):
+        broker = Broker(f"filesystem://{tmp_path / folder}")
+        delivery = broker.get(route.queue)
+        assert delivery is not None
+        assert Message.decode(delivery.body).args == [folder]
+        delivery.ack()
+        broker.close()

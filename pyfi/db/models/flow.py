@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from pyfi.db.base import Audited, Base, Identified, name_str, unique_name
 from pyfi.db.enums import PlugType, ProcessorStatus, QueueType, RequestedStatus
-from pyfi.db.types import enum_column
+from pyfi.db.types import UTCDateTime, enum_column
 
 
 class Queue(Identified, Audited, Base):
@@ -86,6 +87,8 @@ class Processor(Identified, Audited, Base):
         nullable=False,
         default=RequestedStatus.RUNNING,
     )
+    # Set by `flow proc restart`: agents restart workers started before it.
+    restart_requested: Mapped[datetime | None] = mapped_column(UTCDateTime)
     description: Mapped[str | None] = mapped_column(Text)
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 

@@ -1,0 +1,84 @@
+"""`flow agent start`: run this host's agent."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+
+import click
+
+from pyfi.cli.context import CliContext, FlowGroup, pass_flow
+
+
+@click.group("agent", cls=FlowGroup)
+def agent_group() -> None:
+    """Run the agent that deploys processors and supervises workers on this host."""
+
+
+@agent_group.command("start")
+@click.option("-n", "--name", default=None, help="Agent (and node) name [default: hostname].")
+@click.option(
+    "-cp",
+    "--cpus",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPUs to offer [default: all of this host's].",
+)
+@click.option(
+    "-p",
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8090,
+    show_default=True,
+    help="Health endpoint port (0 picks a free one).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Health endpoint address (0.0.0.0 in containers).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where checkouts, virtualenvs and logs go [default: DATA/agent/NAME].",
+)
+@click.option("--clean", is_flag=True, help="Remove the work directory before starting.")
+@click.option(
+    "--venv-cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where processor virtualenvs are cached [default: WORKDIR/venvs].",
+)
+@pass_flow
+def start(
+    flow: CliContext,
+    name: str | None,
+    cpus: int | None,
+    port: int,
+    host: str,
+    workdir: Path | None,
+    clean: bool,
+    venv_cache: Path | None,
+) -> None:
+    """Start an agent: it runs until SIGTERM or Ctrl-C, then drains its workers."""
+    from pyfi.agent.agent import Agent, AgentOptions
+
+    logging.basicConfig(
+        level=logging.DEBUG if flow.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    name = name or socket.gethostname()
+    settings = flow.settings
+    options = AgentOptions(
+        name=name,
+        workdir=workdir or settings.data_dir / "agent" / name,
+        cpus=cpus,
+        host=host,
+        port=port,
+        clean=clean,
+        venv_cache=venv_cache,
+    )
+    Agent(settings, options).run()
