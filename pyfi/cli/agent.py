@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 from pathlib import Path
 
 import click
 
-from pyfi.cli.context import CliContext, FlowGroup, pass_flow
+from pyfi.cli.context import CliContext, FlowGroup, configure_logging, pass_flow
 
 
 @click.group("agent", cls=FlowGroup)
@@ -66,10 +65,7 @@ def start(
     """Start an agent: it runs until SIGTERM or Ctrl-C, then drains its workers."""
     from pyfi.agent.agent import Agent, AgentOptions
 
-    logging.basicConfig(
-        level=logging.DEBUG if flow.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(flow)
     name = name or socket.gethostname()
     settings = flow.settings
     options = AgentOptions(

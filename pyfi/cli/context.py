@@ -72,6 +72,16 @@ class CliContext:
             self._database.dispose()
 
 
+def configure_logging(flow: CliContext) -> None:
+    """Log lines for long-running commands (agent, worker): INFO, or DEBUG with --debug."""
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if flow.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
 def flow_context() -> CliContext:
     """The :class:`CliContext` of the running command."""
     obj = click.get_current_context().find_object(CliContext)

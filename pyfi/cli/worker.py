@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 
-from pyfi.cli.context import CliContext, FlowGroup, pass_flow
+from pyfi.cli.context import CliContext, FlowGroup, configure_logging, pass_flow
 
 
 @click.group("worker", cls=FlowGroup)
@@ -71,10 +70,7 @@ def start(
     from pyfi.worker.factory import build_worker
     from pyfi.worker.worker import WorkerOptions
 
-    logging.basicConfig(
-        level=logging.DEBUG if flow.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(flow)
     options = WorkerOptions(
         concurrency=concurrency or 0,
         path=path,
