@@ -143,10 +143,33 @@ def venv_key(checkout: Checkout, specifiers: list[str], pyfi_requirement: str) -
         "commit": checkout.commit,
         "requirements": specifiers,
         "pyfi": pyfi_requirement,
+        "pyfi_build": pyfi_fingerprint(pyfi_requirement),
         "python": [sys.version, sys.base_prefix],
     }
     blob = json.dumps(identity, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
+
+
+def pyfi_fingerprint(requirement: str) -> str:
+    """What version of pyfi a local requirement holds right now.
+
+    A folder or wheel keeps its path across upgrades, so the path alone would
+    let cached venvs keep running an old pyfi: the sizes and modification
+    times of its files (a cheap stat each) tell the builds apart.
+    """
+    path = Path(requirement)
+    if not path.exists():
+        return requirement  # a git URL pins its commit in the string already
+    if path.is_file():
+        stat = path.stat()
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+    files = sorted([*(path / "pyfi").rglob("*.py"), path / "pyproject.toml"])
+    digest = hashlib.sha256()
+    for file in files:
+        if file.exists():
+            stat = file.stat()
+            digest.update(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()
 
 
 def pyfi_requirement() -> str:

@@ -213,3 +213,42 @@ def test_agent_reports_a_broken_repo_url(stack: Stack, venv_cache: Path) -> None
     assert "/no/such/repo.git" in reason
     assert "\n" not in reason
     assert agent.process.poll() is None
+
+
+def _calls(stack: Stack, socket: str, state: str) -> list[dict]:
+    page = json.loads(stack.cli(f"ls calls --socket {socket} --json"))
+    return [c for c in page["calls"] if c["state"] == state]
+
+
+def test_agent_killed_worker_mid_call_completes_after_restart(deployed: Stack) -> None:
+    # Given a slow socket, picked up by a restart of the processor's workers
+    deployed.cli("add socket -n slow.sock -q pyfi.queue1 -pn proc1 -t slow")
+    (old,) = [w["pid"] for w in _workers(deployed)]
+    deployed.cli("proc restart -n proc1")
+
+    def only_new_worker() -> bool:
+        pids = [w["pid"] for w in _workers(deployed)]
+        return len(pids) == 1 and old not in pids
+
+    wait_for(only_new_worker, 60, "the restarted worker alone")
+    with deployed.client() as client:
+        # And a call in progress on it
+        call = client.send("slow.sock", ["in flight"], {"seconds": 3})
+        wait_for(lambda: _calls(deployed, "slow.sock", "running"), 30, "the call running")
+        (pid,) = [w["pid"] for w in _workers(deployed)]
+        # When the worker is killed with SIGKILL mid-call
+        os.kill(pid, signal.SIGKILL)
+        # Then the agent restarts a worker and the call completes
+        assert client.result(call.call_id, 90) == "in flight"
+
+
+def test_agent_rolls_over_without_losing_a_message(deployed: Stack, example_repo: Repo) -> None:
+    # Given a stream of calls, half sent before and half after a commit change
+    with deployed.client() as client:
+        calls = [client.send(THIS, [n]) for n in range(15)]
+        deployed.cli(f"update processor -n proc1 --branch v2 --commit {example_repo.v2}")
+        calls += [client.send(THIS, [n]) for n in range(15, 30)]
+        # Then every call completes, on the old code or the new
+        results = [client.result(c.call_id, DEPLOY_TIMEOUT) for c in calls]
+    assert [r.rsplit(": ", 1)[1] for r in results] == [str(n) for n in range(30)]
+    assert {r.rsplit(": ", 1)[0] for r in results} <= {"Do this", "Do this v2"}

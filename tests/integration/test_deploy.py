@@ -522,3 +522,22 @@ def test_first_error_line_picks_the_reason(text: str, line: str) -> None:
     # When its first error line is taken
     # Then it is the line that says what went wrong, without its prefix
     assert first_error_line(text) == line
+
+
+def test_pyfi_fingerprint_changes_when_the_source_changes(tmp_path: Path) -> None:
+    # Given a pyfi source folder
+    from pyfi.agent.venv import pyfi_fingerprint
+
+    package = tmp_path / "pyfi"
+    package.mkdir()
+    (tmp_path / "pyproject.toml").write_text("[project]\nname='pyfi'\n")
+    module = package / "a.py"
+    module.write_text("x = 1\n")
+    before = pyfi_fingerprint(str(tmp_path))
+    # When a module changes (an upgrade from the same folder)
+    module.write_text("x = 22\n")
+    # Then the fingerprint, and so the venv cache key, changes
+    assert pyfi_fingerprint(str(tmp_path)) != before
+    assert pyfi_fingerprint("pyfi @ git+https://example.org/pyfi@abc") == (
+        "pyfi @ git+https://example.org/pyfi@abc"
+    )
