@@ -12,7 +12,7 @@ import pytest
 
 from pyfi.errors import CallFailed
 from pyfi.message import derived_id, new_id
-from tests.acceptance.mesh import FLOW, PROBES, Stack
+from tests.acceptance.mesh import FLOW, PROBES, Stack, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -111,9 +111,7 @@ def test_mesh_200_interleaved_joins_each_fire_once(stack: Stack) -> None:
         # Then every run fired once, with its own two arguments
         for tracking, (a, b) in runs.items():
             assert client.result(derived_id(tracking, "adder", "join"), 60) == a + b
-    deadline = time.monotonic() + 10
-    while len(stack.traces("add_two")) < 200 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: len(stack.traces("add_two")) >= 200, 10, "200 add_two traces")
     assert sorted(stack.traces("add_two")) == sorted(f"{a}|{b}" for a, b in runs.values())
 
 
@@ -235,9 +233,7 @@ def test_mesh_sigterm_drains_in_flight_calls(stack: Stack) -> None:
     worker = stack.start_worker("probe", path=PROBES, concurrency=1)
     with stack.client() as client:
         call = client.send("slow", ["drain-me"])
-        deadline = time.monotonic() + 20
-        while not stack.traces("slow_started") and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: stack.traces("slow_started"), 20, "the slow call starting")
         # When the worker gets SIGTERM
         code = worker.stop(timeout=30)
         # Then it finished the call, stored its result and exited cleanly

@@ -9,7 +9,7 @@ import pytest
 
 from pyfi.broker import Broker
 from pyfi.message import derived_id
-from tests.acceptance.mesh import PROBES, Stack
+from tests.acceptance.mesh import PROBES, Stack, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -63,13 +63,8 @@ def test_mesh_exhausted_retries_dead_letter_then_replay(stack: Stack) -> None:
     replay = stack.run_flow("dlq", "replay", "--socket", "breaks", "--id", call.call_id)
     assert replay.stdout.strip() == "Replayed 1 call(s) to breaks"
     # Then it ran again (two more attempts) and is dead again, once
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        letters = _dead_letters(stack, "breaks")
-        if letters:
-            break
-        time.sleep(0.2)
-    assert [x["id"] for x in letters] == [call.call_id]
+    wait_for(lambda: _dead_letters(stack, "breaks"), 20, "the replayed call dying again")
+    assert [x["id"] for x in _dead_letters(stack, "breaks")] == [call.call_id]
 
 
 def test_mesh_replay_unknown_id_is_user_error(stack: Stack) -> None:
@@ -98,9 +93,7 @@ def test_mesh_poison_message_is_dead_lettered_and_worker_lives(stack: Stack) -> 
     assert worker.process.poll() is None
     # And both messages are dead letters with a clear reason
     # (the other pool thread may still be writing its dead letter)
-    deadline = time.monotonic() + 10
-    while len(_dead_letters(stack, "echo")) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: len(_dead_letters(stack, "echo")) >= 2, 10, "two dead letters")
     reasons = sorted(x["reason"] for x in _dead_letters(stack, "echo"))
     assert reasons == [
         "undecodable message: the body is not JSON: Expecting value: line 1 column 1 (char 0)",
@@ -132,9 +125,7 @@ def test_mesh_killed_worker_call_completes_once_after_restart(stack: Stack) -> N
     worker = stack.start_worker("probe", path=PROBES, concurrency=1)
     with stack.client() as client:
         call = client.send("slow", ["crash-me"])
-        deadline = time.monotonic() + 20
-        while not stack.traces("slow_started") and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: stack.traces("slow_started"), 20, "the slow call starting")
         # When the worker is killed with SIGKILL mid-call
         worker.kill()
         assert stack.traces("slow_finished") == []
