@@ -5,7 +5,16 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from pyfi.db.base import Audited, Base, Identified, name_str, unique_name
@@ -113,8 +122,11 @@ class Task(Identified, Audited, Base):
     processor_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("processors.id", ondelete="CASCADE"), nullable=False
     )
-    # Source of the function as last seen by a worker (filled by workers later).
+    # Source of the function as last seen by a worker.
     source: Mapped[str | None] = mapped_column(Text)
+    # When a worker (or a decorator) last recorded the function's real
+    # signature; NULL means the arguments below are only what plugs named.
+    inspected: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     processor: Mapped[Processor] = relationship(back_populates="tasks")
     arguments: Mapped[list[Argument]] = relationship(
@@ -133,8 +145,12 @@ class Argument(Identified, Audited, Base):
     __table_args__ = (UniqueConstraint("task_id", "name"),)
 
     name: Mapped[name_str]
+    # Position and kind (inspect.Parameter kind, lower case) in the function's
+    # signature; NULL when only a plug named the argument.
     position: Mapped[int | None] = mapped_column(Integer)
     kind: Mapped[str | None] = mapped_column(String(40))
+    # True when the function has no default for it; NULL when not inspected.
+    required: Mapped[bool | None] = mapped_column(Boolean)
     task_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False
     )
@@ -209,6 +225,10 @@ class Plug(Identified, Audited, Base):
         ForeignKey("arguments.id", ondelete="CASCADE")
     )
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    # Closes a cycle on purpose: graph validation does not count it as one.
+    loop: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
     description: Mapped[str | None] = mapped_column(Text)
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 

@@ -1,0 +1,1 @@
+"""The network as declared: decorators, YAML files, the object API, and its validation."""
