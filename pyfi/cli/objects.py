@@ -9,12 +9,13 @@ inside one transaction per command.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy.orm import Session
 
 from pyfi import objects
 from pyfi.cli.context import FlowGroup, flow_context
@@ -157,6 +158,11 @@ FIELDS: Mapping[str, Sequence[Field]] = {
             "Carry the RESULT or the ERROR of the source [default: RESULT].",
             {"type": _choice(PlugType)},
         ),
+        Field(
+            ("--loop/--no-loop",),
+            "loop",
+            "Closes a cycle on purpose: validation does not count it [default: no-loop].",
+        ),
         DESCRIPTION,
         ENABLED,
     ),
@@ -214,14 +220,33 @@ def _describe_cascade(cascaded: Mapping[str, int]) -> str:
     return " and " + ", ".join(parts)
 
 
+def _plug_warnings(session: Session, plug: Any) -> list[str]:
+    # A join is completed plug by plug, so an unfed argument is only a warning here.
+    from pyfi.network.validate import unfed_problems
+
+    return [problem.message for problem in unfed_problems(session, plug.target)]
+
+
+# Advice shown on stderr after a successful add or update, by kind.
+WARNINGS: Mapping[str, Callable[[Session, Any], list[str]]] = {"plug": _plug_warnings}
+
+
+def _warn(messages: Sequence[str]) -> None:
+    for message in messages:
+        click.echo(f"warning: {message}", err=True)
+
+
 def _add_command(kind_name: str) -> click.Command:
     kind = objects.KINDS[kind_name]
     fields = [f for f in FIELDS[kind_name] if not f.update_only]
+    warnings = WARNINGS.get(kind_name)
 
     def callback(**values: Any) -> None:
         with flow_context().transaction() as session:
             obj = objects.create(session, kind, values)
+            advice = warnings(session, obj) if warnings else []
             click.echo(f"Added {kind_name} {obj.name} ({obj.id})")
+        _warn(advice)
 
     return click.Command(
         kind_name,
@@ -239,18 +264,23 @@ def _update_command(kind_name: str) -> click.Command:
         *(f.option(for_add=False) for f in FIELDS[kind_name] if f.key != "name"),
     ]
     params[0].required = True
+    warnings = WARNINGS.get(kind_name)
 
     def callback(name: str, **values: Any) -> None:
         add_roles = tuple(values.pop("add_role", ()))
         remove_roles = tuple(values.pop("remove_role", ()))
         changes = {k: v for k, v in values.items() if v is not None}
+        advice: list[str] = []
         with flow_context().transaction() as session:
             if add_roles or remove_roles:
                 user = objects.get_by_name(session, kind.model, name)
                 objects.set_roles(session, user, add_roles, remove_roles)
             if changes or not (add_roles or remove_roles):
-                name = objects.update(session, kind, name, changes).name
+                obj = objects.update(session, kind, name, changes)
+                name = obj.name
+                advice = warnings(session, obj) if warnings else []
         click.echo(f"Updated {kind_name} {name}")
+        _warn(advice)
 
     return click.Command(
         kind_name, params=params, callback=callback, help=f"Change fields of a {kind_name}."

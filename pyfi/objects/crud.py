@@ -48,6 +48,7 @@ def create(session: Session, kind: Kind, values: Mapping[str, Any]) -> Any:
     _assign(session, kind, obj, given)
     session.add(obj)
     flush(session, kind, name)
+    _check(session, kind, obj)
     return obj
 
 
@@ -66,6 +67,7 @@ def update(session: Session, kind: Kind, name: str, values: Mapping[str, Any]) -
         given["name"] = new_name
     _assign(session, kind, obj, given)
     flush(session, kind, new_name or name)
+    _check(session, kind, obj)
     return obj
 
 
@@ -97,6 +99,13 @@ def flush(session: Session, kind: Kind, name: str) -> None:
         session.flush()
     except IntegrityError as exc:
         raise _explain_integrity(exc, kind, name) from exc
+
+
+def _check(session: Session, kind: Kind, obj: Any) -> None:
+    # After the flush, so the check sees the object among the rest of the
+    # model; its exception rolls the caller's transaction back.
+    if kind.check is not None:
+        kind.check(session, obj)
 
 
 def _assign(session: Session, kind: Kind, obj: Any, given: Mapping[str, Any]) -> None:

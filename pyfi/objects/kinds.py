@@ -40,6 +40,9 @@ class Kind:
     resolvers: Mapping[str, Resolver] = field(default_factory=dict)
     # Runs after every field is set, to keep derived references consistent.
     finish: Finisher | None = None
+    # Runs after the object is flushed, when the whole model can be queried
+    # with it in place (e.g. a plug checked against the network's cycles).
+    check: Finisher | None = None
 
 
 def _queue(session: Session, obj: Any, name: str) -> None:
@@ -88,6 +91,13 @@ def _finish_plug(session: Session, plug: models.Plug) -> None:
         plug.argument = argument_for(session, plug.target.task, plug.argument.name)
 
 
+def _check_plug(session: Session, plug: models.Plug) -> None:
+    # Imported here: the network package builds on the object API, not the reverse.
+    from pyfi.network.validate import check_plug
+
+    check_plug(session, plug)
+
+
 KINDS: Mapping[str, Kind] = {
     kind.name: kind
     for kind in (
@@ -120,6 +130,7 @@ KINDS: Mapping[str, Kind] = {
                 "argument": _argument,
             },
             finish=_finish_plug,
+            check=_check_plug,
         ),
         Kind("node", "nodes", models.Node, required=("name", "hostname")),
         Kind(

@@ -10,6 +10,7 @@ from pyfi.config import Settings
 from pyfi.db import models
 from pyfi.db.session import Database
 from pyfi.errors import InvalidValue
+from pyfi.network.signature import record_processor_signatures
 from pyfi.objects.lookup import get_by_name
 from pyfi.wiring import ProcessorSpec, load_processor
 from pyfi.worker.telemetry import Sink, Telemetry
@@ -20,6 +21,9 @@ def build_worker(
     settings: Settings, database: Database, processor: str, options: WorkerOptions
 ) -> Worker:
     """A ready-to-run worker for ``processor``.
+
+    Also records the signature of each socket's function on its task, which
+    writes nothing when it is already recorded (and only warns if it fails).
 
     Raises
     ------
@@ -35,13 +39,17 @@ def build_worker(
         )
     if not options.concurrency:
         options = replace(options, concurrency=default_concurrency)
-    return Worker(
+    worker = Worker(
         settings,
         spec,
         options,
         backend=open_backend(settings.backend_url),
         telemetry=build_telemetry(settings, spec, record=options.record, events=options.events),
     )
+    # The worker holds the real functions now: record their signatures, so
+    # that `flow validate` and `flow add plug` can check arguments against them.
+    record_processor_signatures(database, spec, worker.functions)
+    return worker
 
 
 def build_telemetry(

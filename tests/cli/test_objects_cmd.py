@@ -83,11 +83,11 @@ def test_update_socket_moves_task_to_new_processor(first_flow: Flow) -> None:
 
 
 def test_add_plug_binds_target_argument(first_flow: Flow) -> None:
-    # When a plug names an argument of its target
+    # When a plug names an argument of its target (closing a cycle on purpose)
     first_flow(
         *split(
             "add plug -n plug2 -q pyfi.queue1 -s pyfi.processors.sample.do_this "
-            "-t pyfi.processors.sample.do_something -a message --type error"
+            "-t pyfi.processors.sample.do_something -a message --type error --loop"
         )
     )
     # Then the argument is recorded on the target's task and the type is normalised
