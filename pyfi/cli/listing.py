@@ -12,9 +12,17 @@ import click
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from pyfi import objects
+from pyfi import objects, provenance
 from pyfi.cli.context import CliContext, FlowGroup, pass_flow
-from pyfi.cli.render import note, print_json, print_record, print_table
+from pyfi.cli.render import (
+    FOCUS_MARK,
+    call_label,
+    note,
+    print_json,
+    print_record,
+    print_table,
+    print_tree,
+)
 from pyfi.config import mask_url
 from pyfi.db import models
 from pyfi.db.enums import CallState
@@ -432,29 +440,65 @@ def list_calls(
 @ls_group.command("call")
 @click.option("--id", "call_id", required=True, help="ID of the call.")
 @click.option("-r", "--result", "with_result", is_flag=True, help="Include the call's result.")
+@click.option("-t", "--tree", is_flag=True, help="Draw the calls this call caused, recursively.")
+@click.option(
+    "-g", "--graph", is_flag=True, help="Draw the whole call graph of this call, marking it."
+)
+@click.option(
+    "-f", "--flow", "whole_flow", is_flag=True, help="List every call of this call's flow run."
+)
 @json_option
 @pass_flow
-def show_call(flow: CliContext, call_id: str, with_result: bool, as_json: bool) -> None:
+def show_call(
+    flow: CliContext,
+    call_id: str,
+    with_result: bool,
+    tree: bool,
+    graph: bool,
+    whole_flow: bool,
+    as_json: bool,
+) -> None:
     """Show one call with its provenance and events (and its result)."""
+    views = [name for name, on in (("tree", tree), ("graph", graph), ("flow", whole_flow)) if on]
+    asked = [f"--{name}" for name in views] + (["--result"] if with_result else [])
+    if views and len(asked) > 1:
+        raise InvalidValue(f"{' and '.join(asked)} cannot be combined; choose one view of the call")
+    if views:
+        SHOW_PROVENANCE[views[0]](flow, call_id, as_json)
+        return
     wanted = _parse_id(call_id, "call id")
     with flow.transaction() as session:
         call = session.get(models.Call, wanted, options=[selectinload(models.Call.events)])
         if call is None:
-            raise ObjectNotFound(
-                "call", call_id, "see `flow ls calls` for recent ones", by="with id"
-            )
+            raise ObjectNotFound("call", call_id, provenance.NOT_FOUND_HINT, by="with id")
         record = to_dict(call, raw=True)
         events = [to_dict(event, raw=True) for event in call.events]
-    outcome = _stored_outcome(flow, call_id) if with_result else None
+        lineage = {
+            "parent_id": call.parent_id,
+            "tracking_id": call.tracking_id,
+            "children": provenance.count_children(session, call),
+        }
+    # The backend keys results by the canonical id, not by how it was typed.
+    outcome = _stored_outcome(flow, str(wanted)) if with_result else None
     if as_json:
         print_json(
-            {"call": record, "events": events, **({"result": outcome} if with_result else {})}
+            {
+                "call": record,
+                "events": events,
+                "provenance": lineage,
+                **({"result": outcome} if with_result else {}),
+            }
         )
         return
     print_table(CALL_COLUMNS, [record], title="Call")
     print_table(
-        [("Task", "id"), ("Parent", "parent_id"), ("Tracking", "tracking_id")],
-        [record],
+        [
+            ("Task", "id"),
+            ("Parent", "parent_id"),
+            ("Tracking", "tracking_id"),
+            ("Child calls", "children"),
+        ],
+        [{**record, **lineage}],
         title="Provenance",
     )
     print_table(
@@ -475,6 +519,46 @@ def show_call(flow: CliContext, call_id: str, with_result: bool, as_json: bool) 
             print_record(outcome, title="Result")
 
 
+def _show_tree(flow: CliContext, call_id: str, as_json: bool) -> None:
+    with flow.transaction() as session:
+        root = provenance.call_tree(session, call_id)
+    if as_json:
+        click.echo(provenance.tree_json(root))
+    else:
+        print_tree(root, lambda node: call_label(node, None), lambda node: node.children)
+
+
+def _show_graph(flow: CliContext, call_id: str, as_json: bool) -> None:
+    with flow.transaction() as session:
+        root, focus = provenance.call_graph(session, call_id)
+    if as_json:
+        click.echo(provenance.tree_json(root, focus=focus))
+    else:
+        print_tree(root, lambda node: call_label(node, focus), lambda node: node.children)
+
+
+def _show_flow(flow: CliContext, call_id: str, as_json: bool) -> None:
+    with flow.transaction() as session:
+        calls = provenance.flow_calls(session, call_id)
+        records = [to_dict(call, raw=True) for call in calls]
+    tracking = records[0]["tracking_id"]
+    if as_json:
+        print_json({"tracking_id": tracking, "total": len(records), "calls": records})
+        return
+    focus = provenance.parse_id(call_id, "call id")
+    for index, record in enumerate(records, start=1):
+        record["row"] = f"{index} {FOCUS_MARK}" if record["id"] == focus else index
+    print_table([("Row", "row"), *CALL_COLUMNS, ("Parent", "parent_id")], records)
+    click.echo(f"{len(records)} calls in flow run {tracking}")
+
+
+SHOW_PROVENANCE: Mapping[str, Callable[[CliContext, str, bool], None]] = {
+    "tree": _show_tree,
+    "graph": _show_graph,
+    "flow": _show_flow,
+}
+
+
 def _stored_outcome(flow: CliContext, call_id: str) -> dict[str, Any] | None:
     """The call's stored outcome (``status`` plus ``value`` or ``error``), if kept."""
     import json
@@ -487,7 +571,4 @@ def _stored_outcome(flow: CliContext, call_id: str) -> dict[str, Any] | None:
 
 
 def _parse_id(value: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidValue(f"{value!r} is not a valid {what}; expected a UUID") from None
+    return provenance.parse_id(value, what)
