@@ -23,12 +23,12 @@ test: install
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check pyfi tests migrations
-	$(BIN)/ruff format --check pyfi tests migrations
+	$(BIN)/ruff check pyfi tests migrations examples bench
+	$(BIN)/ruff format --check pyfi tests migrations examples bench
 
 format: install
-	$(BIN)/ruff format pyfi tests migrations
-	$(BIN)/ruff check --fix pyfi tests migrations
+	$(BIN)/ruff format pyfi tests migrations examples bench
+	$(BIN)/ruff check --fix pyfi tests migrations examples bench
 
 mypy: install
 	$(BIN)/mypy

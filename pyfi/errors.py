@@ -192,3 +192,11 @@ class GitError(DeployError):
 
 class VenvError(DeployError):
     """The processor's virtualenv could not be built."""
+
+
+class InvalidNetwork(UserError):
+    """The network cannot run as declared; run `flow validate` to see why."""
+
+
+class NetworkFileError(UserError):
+    """The network file cannot be read: it is missing, malformed, or raises while it loads."""

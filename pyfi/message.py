@@ -56,6 +56,10 @@ class Message:
 
     ``argument`` names the parameter a plug delivered into (its value is in
     ``kwargs``); it is None for calls made directly by a client.
+
+    ``flow`` is set on the calls of a composition (pipeline, parallel,
+    funnel): it holds what remains to be done once this call has finished
+    (see :mod:`pyfi.workflow`), so the workers, not the client, drive it.
     """
 
     call_id: str
@@ -68,6 +72,7 @@ class Message:
     plug: str | None = None
     idempotency_key: str | None = None
     attempt: int = 1
+    flow: dict[str, Any] | None = None
     created: str = field(default_factory=_now)
     version: int = PROTOCOL_VERSION
 
@@ -153,6 +158,10 @@ class Message:
             raise MessageDecodeError("the field 'args' is not a list")
         if not isinstance(data.get("kwargs", {}), dict):
             raise MessageDecodeError("the field 'kwargs' is not an object")
+        flow = data.get("flow")
+        well_formed = isinstance(flow, dict) and isinstance(flow.get("frames"), list)
+        if flow is not None and not well_formed:
+            raise MessageDecodeError("the field 'flow' is not an object with a 'frames' list")
         attempt = data.get("attempt", 1)
         if not isinstance(attempt, int) or attempt < 1:
             raise MessageDecodeError("the field 'attempt' is not a positive integer")

@@ -6,14 +6,23 @@ import time
 from typing import Any
 
 
-def do_something(message: Any) -> str:
-    """Tag a message, the first step of the sample flows."""
-    return f"Message:{message}"
+def do_something(message: Any, previous: Any = None) -> Any:
+    """Tag a message, the first step of the sample flows.
+
+    Inside a pipeline or funnel the result of the step before arrives as
+    ``previous``; it is kept next to this step's own result, so the final
+    value shows the whole path the data took.
+    """
+    return _tagged(f"Message:{message}", previous)
 
 
-def do_this(message: Any) -> str:
+def do_this(message: Any, previous: Any = None) -> Any:
     """Tag a message again, a second step of the sample flows."""
-    return f"Do this: {message}"
+    return _tagged(f"Do this: {message}", previous)
+
+
+def _tagged(text: str, previous: Any) -> Any:
+    return text if previous is None else {"message": text, "after": previous}
 
 
 def add_two(one: Any, two: Any) -> Any:

@@ -19,6 +19,10 @@ from collections.abc import Sequence
 from pyfi.errors import InvalidValue
 from pyfi.resources import Closeable
 
+# How long outcomes and unfinished joins are kept unless a worker is told otherwise.
+DEFAULT_RESULT_TTL_S = 24 * 3600
+DEFAULT_JOIN_TTL_S = 3600
+
 
 class ResultBackend(Closeable, ABC):
     """Call outcomes and join state, shared by every worker and client of a mesh.

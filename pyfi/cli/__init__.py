@@ -51,6 +51,7 @@ def cli(ctx: click.Context, /, write_config: bool, **options: Any) -> None:
 
 def _register() -> None:
     from pyfi.cli.agent import agent_group
+    from pyfi.cli.compose import compose_group
     from pyfi.cli.config import config_group
     from pyfi.cli.db import db_group
     from pyfi.cli.dlq import dlq_group
@@ -59,11 +60,13 @@ def _register() -> None:
     from pyfi.cli.objects import add_group, delete_group, update_group
     from pyfi.cli.proc import proc_group
     from pyfi.cli.task import task_group
+    from pyfi.cli.validate import validate
     from pyfi.cli.whoami import whoami
     from pyfi.cli.worker import worker_group
 
     for command in (
         agent_group,
+        compose_group,
         config_group,
         db_group,
         dlq_group,
@@ -74,6 +77,7 @@ def _register() -> None:
         listen,
         proc_group,
         task_group,
+        validate,
         whoami,
         worker_group,
     ):

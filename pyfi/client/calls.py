@@ -15,9 +15,10 @@ from pyfi.broker import Broker, SocketRoute
 from pyfi.config import Settings
 from pyfi.db.session import Database
 from pyfi.errors import CallFailed, CallTimeout
-from pyfi.message import Message
+from pyfi.message import Message, new_id
 from pyfi.resources import Closeable
 from pyfi.wiring import load_route
+from pyfi.workflow.engine import NO_INPUT, FlowDriver
 
 
 class Client(Closeable):
@@ -78,6 +79,16 @@ class Client(Closeable):
         self.broker.publish(message, self.route(socket))
         return message
 
+    def start_flow(self, plan: dict[str, Any], value: Any = NO_INPUT) -> str:
+        """Publish the first calls of a composition's plan; returns the run's tracking id.
+
+        The workers take the flow on from there; its outcome is stored under
+        the returned id.
+        """
+        tracking_id = new_id()
+        FlowDriver(self.backend, self.broker.publish).begin(plan, tracking_id, value)
+        return tracking_id
+
     def result(self, call_id: str, timeout_s: float) -> Any:
         """The value of a call, waiting up to ``timeout_s`` seconds.
 
@@ -113,5 +124,6 @@ def unwrap(stored: str, call_id: str) -> Any:
         str(error.get("type", "Exception")),
         str(error.get("message", "")),
         error.get("traceback"),
-        call_id=call_id,
+        # A flow's failure names the step that failed.
+        call_id=str(error.get("call_id") or call_id),
     )

@@ -10,6 +10,7 @@ themselves and for tests.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -17,8 +18,12 @@ from pyfi.client.calls import Client
 from pyfi.config import Settings, load_settings
 from pyfi.db.session import Database
 
-_lock = threading.Lock()
-_default: Client | None = None
+
+class _Default:
+    """The one default connection of this process, swapped under a lock."""
+
+    lock = threading.Lock()
+    client: Client | None = None
 
 
 def connect(settings: Settings | None = None, **options: Any) -> Client:
@@ -31,22 +36,21 @@ def connect(settings: Settings | None = None, **options: Any) -> Client:
         CLI loads them, with ``options`` (``database_url``, ``broker_url``,
         ``backend_url``, ``ini_path``) taking precedence.
     """
-    global _default
-    chosen = settings if settings is not None else load_settings(options)
-    with _lock:
-        previous, _default = _default, Client(chosen)
+    chosen = settings if settings is not None else load_settings(options, os.environ)
+    new = Client(chosen)
+    with _Default.lock:
+        previous, _Default.client = _Default.client, new
     if previous is not None:
         previous.close()
-    return _default
+    return new
 
 
 def client() -> Client:
     """The default connection, created from the loaded settings on first use."""
-    global _default
-    with _lock:
-        if _default is None:
-            _default = Client(load_settings())
-        return _default
+    with _Default.lock:
+        if _Default.client is None:
+            _Default.client = Client(load_settings({}, os.environ))
+        return _Default.client
 
 
 def database() -> Database:
@@ -56,8 +60,12 @@ def database() -> Database:
 
 def disconnect() -> None:
     """Close the default connection; the next use opens a new one."""
-    global _default
-    with _lock:
-        previous, _default = _default, None
+    with _Default.lock:
+        previous, _Default.client = _Default.client, None
     if previous is not None:
         previous.close()
+
+
+def or_default(chosen: Client | None) -> Client:
+    """``chosen`` if the caller gave one, else the default connection."""
+    return chosen if chosen is not None else client()

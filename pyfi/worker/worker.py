@@ -33,6 +33,7 @@ from typing import Any
 
 from kombu.message import Message as KombuMessage
 
+from pyfi.backend.base import DEFAULT_JOIN_TTL_S, DEFAULT_RESULT_TTL_S
 from pyfi.broker import Broker
 from pyfi.config import ENV_AGENT_PID, Settings
 from pyfi.errors import BackendUnavailable, BrokerUnavailable, MessageDecodeError
@@ -43,11 +44,10 @@ from pyfi.worker.deadletter import dead_letter_body
 from pyfi.worker.executor import Outcome, execute
 from pyfi.worker.router import downstream
 from pyfi.worker.telemetry import Telemetry
+from pyfi.workflow.engine import FlowDriver
 
 log = logging.getLogger("pyfi.worker")
 
-DEFAULT_RESULT_TTL_S = 24 * 3600
-DEFAULT_JOIN_TTL_S = 3600
 MAX_RETRY_DELAY_S = 3600
 INFRASTRUCTURE_BACKOFF_S = 1.0
 
@@ -94,6 +94,12 @@ class Worker:
         self._local = threading.local()
         self._publishers: list[Broker] = []
         self._publishers_lock = threading.Lock()
+        self.flows = FlowDriver(
+            backend,
+            lambda message, route: self._publisher().publish(message, route),
+            result_ttl_s=options.result_ttl_s,
+            join_ttl_s=options.join_ttl_s,
+        )
         self.ready = threading.Event()
 
     # -- lifecycle -------------------------------------------------------
@@ -261,8 +267,12 @@ class Worker:
             log.warning("dead-lettered an undecodable message on %s: %s", socket.name, exc)
             return ACK
         if message.socket != socket.name:  # a fanout exchange delivered a sibling's call
+            # The copy is this socket's own call; a flow goes on from the addressee only.
             message = replace(
-                message, socket=socket.name, call_id=derived_id(message.call_id, socket.name)
+                message,
+                socket=socket.name,
+                call_id=derived_id(message.call_id, socket.name),
+                flow=None,
             )
         self.telemetry.received(socket, message)
 
@@ -328,6 +338,11 @@ class Worker:
         # downstream message and dead letter of the call is already published.
         for next_message, route in downstream(socket, call, outcome):
             publisher.publish(next_message, route)
+        if call.flow is not None and not already_stored:
+            if outcome.ok:
+                self.flows.advance(call, outcome.value)
+            else:
+                self.flows.fail(call, {**(outcome.error or {}), "socket": socket.name})
         if not outcome.ok and not already_stored:
             publisher.publish_to_queue(
                 socket.route.dead_letter_queue,

@@ -58,6 +58,17 @@ def handle_error(error: dict[str, Any]) -> str:
     return f"handled {error['type']}: {error['message']}"
 
 
+def collect(values: list[Any]) -> dict[str, Any]:
+    """A funnel's callback: record each execution, summarise what arrived."""
+    _trace("collect", str(len(values)))
+    return {"count": len(values), "sum": sum(values)}
+
+
+def times(factor: Any, value: Any) -> Any:
+    """Multiply: a pipeline step whose bound argument comes first."""
+    return factor * value
+
+
 def count_traces(kind: str) -> int:
     """How many traces of ``kind`` exist (for the test side)."""
     folder = Path(os.environ["PYFI_PROBE_DIR"]) / kind

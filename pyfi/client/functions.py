@@ -1,0 +1,148 @@
+"""Socket functions: call a socket like a Python function, or take its partial.
+
+``Socket(name=...)`` names an existing socket; calling it sends one call and
+returns a :class:`~pyfi.client.results.Result`. ``socket.p(...)`` binds some
+arguments without sending anything: the :class:`Signature` it returns is a
+step of a ``pipeline``, ``parallel`` or ``funnel``, which supplies the rest
+(the previous step's result) when the flow reaches it, on a worker.
+
+Given more than a name (``processor=``, ``task=``, ``queue=`` ...), ``Socket``
+creates or updates the socket row first, as the object API does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from pyfi.client.connection import or_default
+from pyfi.client.results import Result
+from pyfi.errors import InvalidValue
+from pyfi.workflow.engine import NO_INPUT
+from pyfi.workflow.plan import CALL, route_to_json
+
+if TYPE_CHECKING:
+    from pyfi.client.calls import Client
+    from pyfi.db.session import Database
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One socket call with some arguments bound: a step of a composition.
+
+    When the flow reaches it, the value flowing in (the previous step's
+    result; for a funnel's callback, the list of the branches' results) is
+    appended to the bound positional arguments, as :func:`functools.partial`
+    would, unless :meth:`into` names a keyword for it or :meth:`immutable`
+    drops it.
+    """
+
+    socket: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    input_to: str | bool | None = None  # None: append; a name: that keyword; False: drop
+    client: Client | None = field(default=None, compare=False, repr=False)
+
+    def into(self, argument: str) -> Signature:
+        """The same step, receiving its input as the keyword ``argument``."""
+        if not argument.isidentifier():
+            raise InvalidValue(f"{argument!r} is not a Python argument name")
+        return replace(self, input_to=argument)
+
+    def immutable(self) -> Signature:
+        """The same step, run with its bound arguments only (the input is dropped)."""
+        return replace(self, input_to=False)
+
+    def __call__(self, *value: Any) -> Result:
+        """Send this one call now, with ``value`` (if given) as its input."""
+        args = list(self.args)
+        kwargs = dict(self.kwargs)
+        if len(value) > 1:
+            raise InvalidValue("a partial takes at most one input value")
+        if value and self.input_to is not False:
+            if self.input_to:
+                kwargs[str(self.input_to)] = value[0]
+            else:
+                args.append(value[0])
+        client = or_default(self.client)
+        return Result(client.send(self.socket, args, kwargs).call_id, client=client)
+
+    def plan(self, node_id: str, client: Client) -> dict[str, Any]:
+        """This step as a plan node (see :mod:`pyfi.workflow.plan`)."""
+        return {
+            "kind": CALL,
+            "id": node_id,
+            "socket": self.socket,
+            "route": route_to_json(client.route(self.socket)),
+            "args": list(self.args),
+            "kwargs": dict(self.kwargs),
+            "into": self.input_to,
+        }
+
+    def run(self, value: Any = NO_INPUT, *, client: Client | None = None) -> Result:
+        """Like calling it, with an explicit client."""
+        step = replace(self, client=client) if client is not None else self
+        return step() if value is NO_INPUT else step(value)
+
+
+class Socket:
+    """A socket function: ``Socket(name="...")("x").get()``.
+
+    ``Socket as Function`` reads well in scripts, as the reference does.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        client: Client | None = None,
+        database: Database | None = None,
+        **fields: Any,
+    ) -> None:
+        self.name = name
+        self._client = client
+        self._row: dict[str, Any] | None = None
+        if fields:
+            from pyfi.client.objects import upsert_socket
+
+            db = database or (client.database if client is not None else None)
+            self._row = upsert_socket(name, database=db, **fields)
+
+    @property
+    def client(self) -> Client:
+        return or_default(self._client)
+
+    @property
+    def socket(self) -> dict[str, Any]:
+        """The socket's row as a plain dictionary (read on first use)."""
+        if self._row is None:
+            from pyfi.db import models
+            from pyfi.db.serialize import to_dict
+            from pyfi.objects.lookup import get_by_name
+
+            with self.client.database.transaction() as session:
+                self._row = to_dict(get_by_name(session, models.Socket, self.name))
+        return self._row
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Result:
+        """Send one call; returns at once with a handle on its result."""
+        client = self.client
+        return Result(client.send(self.name, list(args), kwargs).call_id, client=client)
+
+    async def acall(self, *args: Any, **kwargs: Any) -> Result:
+        """:meth:`__call__` for asyncio code (publishing runs in a thread)."""
+        return await asyncio.to_thread(self.__call__, *args, **kwargs)
+
+    def partial(self, *args: Any, **kwargs: Any) -> Signature:
+        """A step for compositions, with these arguments bound; nothing is sent."""
+        return Signature(self.name, tuple(args), dict(kwargs), client=self._client)
+
+    @property
+    def p(self) -> Any:
+        """``socket.p(...)``: the partial signature used inside compositions."""
+        return self.partial
+
+    def __repr__(self) -> str:
+        return f"Socket({self.name!r})"
