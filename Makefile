@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format mypy clean
+.PHONY: install demo test lint format mypy bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,5 +33,17 @@ format: install
 mypy: install
 	$(BIN)/mypy
 
+# pyfi against Celery, Dramatiq and the raw broker (docs/benchmarks.md); needs
+# the local RabbitMQ, Redis and PostgreSQL. BENCH_ARGS="--scale 0.1" shrinks it.
+BENCH_VENV ?= .bench-venv
+$(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e . -r bench/requirements.txt
+	touch $@
+
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .ruff_cache .mypy_cache *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) .demo .pytest_cache .ruff_cache .mypy_cache *.egg-info

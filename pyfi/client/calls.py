@@ -8,6 +8,7 @@ confirms, and waits on the result backend (no polling of the broker).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from pyfi.backend import open_backend
@@ -79,6 +80,26 @@ class Client(Closeable):
         self.broker.publish(message, self.route(socket))
         return message
 
+    def send_many(
+        self,
+        socket: str,
+        calls: Iterable[tuple[list[Any], dict[str, Any]]],
+        *,
+        tracking_id: str | None = None,
+    ) -> list[Message]:
+        """Publish many calls of one socket; returns once the broker has confirmed all.
+
+        Confirms are awaited in windows rather than one by one (see
+        :meth:`Broker.publish_many`); each call is its own flow run unless
+        ``tracking_id`` groups them.
+        """
+        route = self.route(socket)
+        messages = [
+            Message.new(socket, args, kwargs, tracking_id=tracking_id) for args, kwargs in calls
+        ]
+        self.broker.publish_many((message, route) for message in messages)
+        return messages
+
     def start_flow(self, plan: dict[str, Any], value: Any = NO_INPUT) -> str:
         """Publish the first calls of a composition's plan; returns the run's tracking id.
 
@@ -86,7 +107,9 @@ class Client(Closeable):
         the returned id.
         """
         tracking_id = new_id()
-        FlowDriver(self.backend, self.broker.publish).begin(plan, tracking_id, value)
+        FlowDriver(self.backend, self.broker.publish, self.broker.publish_many).begin(
+            plan, tracking_id, value
+        )
         return tracking_id
 
     def result(self, call_id: str, timeout_s: float) -> Any:

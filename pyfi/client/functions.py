@@ -13,7 +13,7 @@ creates or updates the socket row first, as the object API does.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -130,6 +130,20 @@ class Socket:
         """Send one call; returns at once with a handle on its result."""
         client = self.client
         return Result(client.send(self.name, list(args), kwargs).call_id, client=client)
+
+    def map(self, values: Iterable[Any]) -> list[Result]:
+        """One call per value (its only argument), sent together; a handle per call.
+
+        Much faster than calling in a loop for many calls: the broker's
+        confirms are awaited in windows, not one by one.
+        """
+        return self.starmap((value,) for value in values)
+
+    def starmap(self, arguments: Iterable[Sequence[Any]]) -> list[Result]:
+        """One call per tuple of positional arguments, sent together."""
+        client = self.client
+        sent = client.send_many(self.name, ((list(args), {}) for args in arguments))
+        return [Result(message.call_id, client=client) for message in sent]
 
     async def acall(self, *args: Any, **kwargs: Any) -> Result:
         """:meth:`__call__` for asyncio code (publishing runs in a thread)."""

@@ -52,6 +52,11 @@ MAX_RETRY_DELAY_S = 3600
 INFRASTRUCTURE_BACKOFF_S = 1.0
 
 ACK, REQUEUE = "ack", "requeue"
+# Messages held per pool thread. Acks are sent by the consuming thread between
+# two reads, so with only one message per thread the pool idles while its
+# finished calls wait to be acknowledged; four (Celery's multiplier too)
+# keeps it busy. A crash redelivers at most this many per thread.
+PREFETCH_PER_THREAD = 4
 
 
 @dataclass
@@ -166,7 +171,7 @@ class Worker:
             log.info("worker for processor %s stopped", self.spec.name)
 
     def _consume(self, broker: Broker, pool: ThreadPoolExecutor) -> list[Any]:
-        prefetch = self.options.prefetch or self.options.concurrency
+        prefetch = self.options.prefetch or self.options.concurrency * PREFETCH_PER_THREAD
         return [
             broker.consumer([socket.route], self._receiver(socket, pool), prefetch=prefetch)
             for socket in self.spec.sockets

@@ -31,6 +31,7 @@ from pyfi.message import Message, derived_id
 from pyfi.workflow.plan import CALL, FUNNEL, GROUPS, PIPELINE, check_frames, route_from_json
 
 Publish = Callable[[Message, SocketRoute], None]
+PublishMany = Callable[[list[tuple[Message, SocketRoute]]], None]
 
 
 class _NoInput:
@@ -63,13 +64,21 @@ class FlowDriver:
 
     backend: Any
     publish: Publish
+    # Publishes a batch with confirms awaited together (a funnel starts many calls at once).
+    publish_many: PublishMany | None = None
     result_ttl_s: int = DEFAULT_RESULT_TTL_S
     join_ttl_s: int = DEFAULT_JOIN_TTL_S
 
     # -- starting -------------------------------------------------------
     def begin(self, plan: dict[str, Any], tracking_id: str, value: Any = NO_INPUT) -> None:
         """Publish the first calls of a new run of ``plan``."""
-        self._start(plan, value, [], tracking_id, parent_id=None)
+        if self.publish_many is None:
+            self._start(plan, value, [], tracking_id, parent_id=None)
+            return
+        batch: list[tuple[Message, SocketRoute]] = []
+        collecting = FlowDriver(self.backend, lambda m, r: batch.append((m, r)))
+        collecting._start(plan, value, [], tracking_id, parent_id=None)
+        self.publish_many(batch)
 
     def _start(
         self,

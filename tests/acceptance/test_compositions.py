@@ -201,6 +201,18 @@ def test_async_variants(mesh: Stack) -> None:
     assert Result(call_id).get(timeout=RESULT_TIMEOUT_S) == "x"
 
 
+def test_map_and_starmap_send_many_calls_at_once(mesh: Stack) -> None:
+    # Given socket functions
+    identity, times = Socket("probe.identity"), Socket("probe.times")
+    # When many calls are sent in one go
+    mapped = identity.map(range(700))
+    starred = times.starmap([(n, 2) for n in range(5)])
+    # Then each has its own handle and value, in order
+    assert len({r.id for r in mapped}) == 700
+    assert [r.get(timeout=RESULT_TIMEOUT_S) for r in mapped] == list(range(700))
+    assert [r.get(timeout=RESULT_TIMEOUT_S) for r in starred] == [0, 2, 4, 6, 8]
+
+
 def test_pipeline_calls_form_a_chain_in_the_call_records(mesh: Stack) -> None:
     # Given a 3-step pipeline that ran
     identity = Socket("probe.identity")

@@ -1,0 +1,1 @@
+"""Benchmarks: pyfi against Celery, Dramatiq and the raw broker (see docs/benchmarks.md)."""

@@ -1,0 +1,222 @@
+"""pyfi against Dramatiq, Celery and the raw broker, on the same servers, in one run.
+
+    make bench                          # installs the pinned systems, runs everything
+    python -m bench.run --scale 0.1     # a tenth of each workload's size
+    python -m bench.run --systems pyfi,raw --reps 5
+
+Prints a table (median, min-max over the repetitions, and pyfi's ratios) and
+writes the figures as JSON (``--json``, default ``bench-results.json``).
+Asserts nothing: a benchmark is not a test.
+
+Servers (environment): BENCH_AMQP_HOST (127.0.0.1:5672, guest/guest; a vhost
+``pyfi-bench`` is created), BENCH_REDIS (redis://127.0.0.1:6379/13, flushed),
+BENCH_DB (postgresql+psycopg://postgres@127.0.0.1/test; a schema ``bench_run``
+is created and dropped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Figure, machine, percentile, table, timed, write_json
+from bench.systems.base import Services, System
+
+VHOST = "pyfi-bench"
+SCHEMA = "bench_run"
+
+# Full sizes, from the issue; --scale shrinks them (never below 2).
+SIZES = {
+    "W1": 10_000,
+    "W2": 10_000,
+    "W3": 500,
+    "W4": 200,
+    "W4_length": 10,
+    "W5": 20,
+    "W5_width": 100,
+    "W6": 5_000,
+    "raw": 20_000,
+}
+
+
+def services(workdir: Path) -> Services:
+    """Fresh, isolated places on the shared servers for this run."""
+    host = os.environ.get("BENCH_AMQP_HOST", "127.0.0.1:5672")
+    for command in (
+        ["rabbitmqctl", "-q", "delete_vhost", VHOST],
+        ["rabbitmqctl", "-q", "add_vhost", VHOST],
+        ["rabbitmqctl", "-q", "set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"],
+    ):
+        subprocess.run(command, capture_output=True, check=command[2] != "delete_vhost")
+    redis_url = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/13")
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    database = os.environ.get("BENCH_DB", "postgresql+psycopg://postgres@127.0.0.1/test")
+    _reset_schema(database)
+    return Services(
+        amqp_url=f"amqp://guest:guest@{host}/{VHOST}",
+        redis_url=redis_url,
+        database_url=f"{database}?options=-csearch_path%3D{SCHEMA}",
+        workdir=workdir,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+
+
+def _reset_schema(database: str, drop_only: bool = False) -> None:
+    import psycopg
+
+    dsn = database.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
+        if not drop_only:
+            conn.execute(f'CREATE SCHEMA "{SCHEMA}"')
+
+
+def build(name: str, shared: Services, **options: Any) -> System:
+    if name == "pyfi":
+        from bench.systems.pyfi_system import PyfiSystem
+
+        return PyfiSystem(shared, **options)
+    if name == "celery":
+        from bench.systems.celery_system import CelerySystem
+
+        return CelerySystem(shared)
+    if name == "dramatiq":
+        from bench.systems.dramatiq_system import DramatiqSystem
+
+        return DramatiqSystem(shared)
+    raise SystemExit(f"unknown system {name!r}; choose among pyfi, celery, dramatiq, raw")
+
+
+class Run:
+    """The figures of one run, filled system by system."""
+
+    def __init__(self, sizes: dict[str, int], reps: int) -> None:
+        self.sizes, self.reps = sizes, reps
+        n = sizes
+        self.w1 = Figure(f"W1 {n['W1']} calls + results", "calls/s", True)
+        self.w2 = Figure(f"W2 {n['W2']} fire-and-forget", "calls/s", True)
+        self.w3 = {p: Figure(f"W3 {n['W3']} call+get p{p}", "ms", False) for p in (50, 95, 99)}
+        self.w4 = Figure(f"W4 {n['W4']} pipelines x{n['W4_length']}", "s", False)
+        self.w5 = Figure(f"W5 {n['W5']} funnels x{n['W5_width']}", "s", False)
+        self.w6 = Figure(f"W6 {n['W6']} through 3-socket chain", "msgs/s", True)
+        self.w7_first = Figure("W7 worker start to first call", "s", False)
+        self.w7_redeploy = Figure("W7 agent redeploy, cached venv", "s", False)
+        self.w8 = Figure("W8 W1 provenance off/on", "ratio", False)
+        self.raw = Figure(f"raw {n['raw']} publish+consume+ack", "msgs/s", True)
+
+    def figures(self) -> list[Figure]:
+        return [
+            self.w1, self.w2, *self.w3.values(), self.w4, self.w5, self.w6,
+            self.w7_first, self.w7_redeploy, self.w8, self.raw,
+        ]  # fmt: skip
+
+    def measure(self, system: System, log: Callable[[str], None]) -> None:
+        """Every workload on one started system, ``reps`` times each."""
+        n, name = self.sizes, system.name
+        for _ in range(self.reps):
+            log(f"{name}: W1")
+            self.w1.add(name, n["W1"] / timed(lambda: system.roundtrip(n["W1"])))
+            log(f"{name}: W2")
+            self.w2.add(name, n["W2"] / timed(lambda: system.fire_and_forget(n["W2"])))
+            log(f"{name}: W3")
+            latencies = system.latencies(n["W3"])
+            for p, figure in self.w3.items():
+                figure.add(name, 1000 * percentile(latencies, p / 100))
+            log(f"{name}: W4")
+            self.w4.add(name, timed(lambda: system.pipelines(n["W4"], n["W4_length"])))
+            log(f"{name}: W5")
+            self.w5.add(name, timed(lambda: system.funnels(n["W5"], n["W5_width"])))
+            log(f"{name}: W6")
+            self.w6.add(name, n["W6"] / timed(lambda: system.plug_chain(n["W6"])))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--systems", default="pyfi,dramatiq,celery,raw")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--json", default="bench-results.json")
+    parser.add_argument("--skip-agent", action="store_true", help="skip the W7 agent redeploy")
+    args = parser.parse_args(argv)
+    chosen = [s.strip() for s in args.systems.split(",") if s.strip()]
+    # Counts scale; the shapes (pipeline length, funnel width) do not.
+    sizes = {
+        k: v if k.endswith(("_length", "_width")) else max(2, round(v * args.scale))
+        for k, v in SIZES.items()
+    }
+    run = Run(sizes, args.reps)
+
+    def log(text: str) -> None:
+        print(f"  .. {text}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="pyfi-bench-") as folder:
+        for name in chosen:
+            shared = services(Path(folder) / name)
+            shared.workdir.mkdir(parents=True)
+            if name == "raw":
+                from bench.systems.raw import raw_ceiling
+
+                for _ in range(args.reps):
+                    log("raw ceiling")
+                    run.raw.add("raw", sizes["raw"] / raw_ceiling(shared, sizes["raw"]))
+                continue
+            system = build(name, shared)
+            system.start()
+            try:
+                run.measure(system, log)
+            finally:
+                system.stop()
+            if name == "pyfi":
+                measure_pyfi_extras(run, shared, folder, args, log)
+    database = os.environ.get("BENCH_DB", "postgresql+psycopg://postgres@127.0.0.1/test")
+    _reset_schema(database, drop_only=True)
+    print(table(run.figures()))
+    write_json(args.json, run.figures(), {"machine": machine(), "sizes": sizes, "reps": args.reps})
+    print(f"\nfigures written to {args.json}")
+    return 0
+
+
+def measure_pyfi_extras(
+    run: Run, shared: Services, folder: str, args: argparse.Namespace, log: Callable[[str], None]
+) -> None:
+    """W7 (start-up, redeploy) and W8 (provenance on vs off), which only pyfi has."""
+    from bench.systems.pyfi_system import PyfiSystem
+
+    n = run.sizes["W1"]
+    for _ in range(run.reps):
+        log("pyfi: W8")
+        rates = {}
+        for provenance in (True, False):
+            fresh = services(Path(folder) / f"w8-{provenance}-{len(run.w8.values.get('pyfi', []))}")
+            fresh.workdir.mkdir(parents=True)
+            system = PyfiSystem(fresh, provenance=provenance)
+            system.start()
+            try:
+                rates[provenance] = n / timed(lambda s=system: s.roundtrip(n))  # type: ignore[misc]
+                if provenance:
+                    log("pyfi: W7 first call")
+                    run.w7_first.add("pyfi", system.first_call_s())
+            finally:
+                system.stop()
+        # Above 1: recording costs that fraction of throughput.
+        run.w8.add("pyfi", rates[False] / rates[True])
+    if not args.skip_agent:
+        from bench.systems.pyfi_agent import redeploy_seconds
+
+        log("pyfi: W7 agent redeploy")
+        fresh = services(Path(folder) / "agent")
+        fresh.workdir.mkdir(parents=True)
+        for seconds in redeploy_seconds(fresh, run.reps):
+            run.w7_redeploy.add("pyfi", seconds)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One adapter per system measured: pyfi, Celery, Dramatiq, and the raw broker."""

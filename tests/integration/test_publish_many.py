@@ -1,0 +1,64 @@
+"""Publishing many calls with confirms awaited in windows, on both brokers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pyfi.broker import Broker, SocketRoute
+from pyfi.broker.broker import CONFIRM_WINDOW
+from pyfi.message import Message
+from tests.conftest import requires_rabbitmq
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("filesystem"),
+        pytest.param("rabbitmq", marks=[pytest.mark.rabbitmq, requires_rabbitmq]),
+    ]
+)
+def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "filesystem":
+        return f"filesystem://{tmp_path / 'broker'}"
+    return str(request.getfixturevalue("amqp_url"))
+
+
+def _drain(broker: Broker, queue: str) -> list[Message]:
+    received = []
+    while (delivery := broker.get(queue)) is not None:
+        received.append(Message.decode(delivery.body))
+        delivery.ack()
+    return received
+
+
+def test_publish_many_delivers_every_call_in_order(broker_url: str) -> None:
+    # Given more calls than one confirm window, to two sockets
+    first, second = SocketRoute("s1", "ex.s1"), SocketRoute("s2", "ex.s2")
+    count = CONFIRM_WINDOW * 2 + 7
+    sent = [Message.new("s1" if n % 3 else "s2", [n]) for n in range(count)]
+    broker = Broker(broker_url)
+    # When they are published in one batch, after and before single publishes
+    broker.publish(Message.new("s1", ["single-before"]), first)
+    broker.publish_many((m, first if m.socket == "s1" else second) for m in sent)
+    broker.publish(Message.new("s1", ["single-after"]), first)
+    # Then every call is in its socket's queue, once, in order, with its id
+    got_first, got_second = _drain(broker, first.queue), _drain(broker, second.queue)
+    expected_first = [m for m in sent if m.socket == "s1"]
+    assert [m.args[0] for m in got_first] == [
+        "single-before",
+        *(m.args[0] for m in expected_first),
+        "single-after",
+    ]
+    assert [m.call_id for m in got_second] == [m.call_id for m in sent if m.socket == "s2"]
+    broker.close()
+
+
+def test_publish_many_of_nothing_returns(broker_url: str) -> None:
+    # When an empty batch is published, then nothing waits for confirms that never come
+    broker = Broker(broker_url)
+    broker.publish_many([])
+    broker.publish_many([])
+    broker.publish(Message.new("s", [1]), SocketRoute("s", "ex.s"))
+    assert [m.args for m in _drain(broker, SocketRoute("s", "ex.s").queue)] == [[1]]
+    broker.close()
