@@ -9,9 +9,10 @@ writes the figures as JSON (``--json``, default ``bench-results.json``).
 Asserts nothing: a benchmark is not a test.
 
 Servers (environment): BENCH_AMQP_HOST (127.0.0.1:5672, guest/guest; a vhost
-``pyfi-bench`` is created), BENCH_REDIS (redis://127.0.0.1:6379/13, flushed),
-BENCH_DB (postgresql+psycopg://postgres@127.0.0.1/test; a schema ``bench_run``
-is created and dropped).
+BENCH_VHOST, default ``pyfi-bench``, is created), BENCH_REDIS
+(redis://127.0.0.1:6379/13, flushed), BENCH_DB
+(postgresql+psycopg://postgres@127.0.0.1/test; a schema BENCH_SCHEMA, default
+``bench_run``, is created and dropped).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from typing import Any
 from bench.harness import Figure, machine, percentile, table, timed, write_json
 from bench.systems.base import Services, System
 
-VHOST = "pyfi-bench"
-SCHEMA = "bench_run"
+VHOST = os.environ.get("BENCH_VHOST", "pyfi-bench")
+SCHEMA = os.environ.get("BENCH_SCHEMA", "bench_run")
 
 # Full sizes, from the issue; --scale shrinks them (never below 2).
 SIZES = {

@@ -7,7 +7,7 @@ Two consumer processes, like two workers, ack each message. The time runs
 from the first publish until every message is both confirmed and acked.
 
 Also the small pika helpers the adapters share: wait until a queue has its
-consumers, and delete queues.
+consumers, and delete queues and exchanges.
 
     python -m bench.systems.raw [--amqp URL] [-n 20000]
 """
@@ -75,12 +75,13 @@ def wait_consumers(
             time.sleep(0.1)
 
 
-def delete_queues(amqp_url: str, queues: Iterable[str]) -> None:
-    """Delete queues (missing ones are fine).
+def delete_queues(amqp_url: str, queues: Iterable[str], exchanges: Iterable[str] = ()) -> None:
+    """Delete queues and exchanges (missing ones are fine).
 
     Parameters:
         amqp_url: the run's vhost.
         queues: queue names.
+        exchanges: exchange names.
     """
     import pika
 
@@ -88,6 +89,8 @@ def delete_queues(amqp_url: str, queues: Iterable[str]) -> None:
         channel = connection.channel()
         for queue in queues:
             channel.queue_delete(queue)
+        for exchange in exchanges:
+            channel.exchange_delete(exchange)
 
 
 def _consume(
@@ -234,9 +237,13 @@ def raw_ceiling(
         wait_consumers(services.amqp_url, QUEUE, 2, timeout=60)
         publisher = _Publisher(services.amqp_url, n, window)
         publisher.run()
-        if not done.wait(TIMEOUT):
-            raise TimeoutError(f"{consumed.value} of {n} messages consumed after {TIMEOUT} s")
-        return max(publisher.confirmed_at, done_at.value) - publisher.started_at
+        deadline = time.monotonic() + TIMEOUT
+        while not done.wait(0.5):
+            if not all(consumer.is_alive() for consumer in consumers):
+                raise RuntimeError(f"a consumer died after {consumed.value} of {n} messages")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{consumed.value} of {n} messages consumed after {TIMEOUT} s")
+        return float(max(publisher.confirmed_at, done_at.value) - publisher.started_at)
     finally:
         stop.set()
         for consumer in consumers:

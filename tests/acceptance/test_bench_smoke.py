@@ -1,0 +1,65 @@
+"""The benchmark harness runs every workload on every system, at a tiny size.
+
+This keeps bench/ from rotting; it asserts that each figure was produced, not
+how fast anything was (a benchmark is not a test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.mesh import ROOT
+from tests.conftest import requires_postgres, requires_rabbitmq, requires_redis
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.postgres,
+    pytest.mark.rabbitmq,
+    pytest.mark.redis,
+    requires_postgres,
+    requires_rabbitmq,
+    requires_redis,
+]
+
+
+def test_bench_runs_every_workload_on_every_system(tmp_path: Path) -> None:
+    # Given the harness pointed at places of its own on the shared servers
+    results = tmp_path / "results.json"
+    env = {
+        **os.environ,
+        "BENCH_VHOST": f"pyfi-bench-smoke-{os.getpid()}",
+        "BENCH_SCHEMA": f"bench_smoke_{os.getpid()}",
+        "BENCH_REDIS": "redis://127.0.0.1:6379/11",
+        "PYTHONPATH": str(ROOT),
+    }
+    # When every system runs every workload once, at a tiny size
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--reps", "1", "--scale", "0.002",
+         "--skip-agent", "--json", str(results)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    # Then the table is printed and every workload has a figure for each system that has it
+    assert "pyfi/dramatiq" in done.stdout
+    figures = _figures(results)
+    assert len(figures) == 12
+    for figure in figures:
+        systems = set(figure["values"])
+        if figure["workload"].startswith(("W7", "W8")):
+            expected = {"pyfi"} if "redeploy" not in figure["workload"] else set()
+        elif figure["workload"].startswith("raw"):
+            expected = {"raw"}
+        else:
+            expected = {"pyfi", "dramatiq", "celery"}
+        assert systems == expected, figure["workload"]
+        assert all(v > 0 for values in figure["values"].values() for v in values)
+
+
+def _figures(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["figures"]
