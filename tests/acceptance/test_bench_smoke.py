@@ -1,7 +1,9 @@
-"""The benchmark harness runs every workload on every system, at a tiny size.
+"""The benchmark harness runs every workload of pyfi, at a tiny size.
 
 This keeps bench/ from rotting; it asserts that each figure was produced, not
-how fast anything was (a benchmark is not a test).
+how fast anything was (a benchmark is not a test). Celery, Dramatiq and pika
+are not dev dependencies (they would pin pyfi's kombu and redis-py to older
+releases in the test environment): their adapters run under `make bench`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ pytestmark = [
 ]
 
 
-def test_bench_runs_every_workload_on_every_system(tmp_path: Path) -> None:
+def test_bench_runs_every_pyfi_workload(tmp_path: Path) -> None:
     # Given the harness pointed at places of its own on the shared servers
     results = tmp_path / "results.json"
     env = {
@@ -38,26 +40,22 @@ def test_bench_runs_every_workload_on_every_system(tmp_path: Path) -> None:
         "BENCH_REDIS": "redis://127.0.0.1:6379/11",
         "PYTHONPATH": str(ROOT),
     }
-    # When every system runs every workload once, at a tiny size
+    # When pyfi runs every workload once, at a tiny size
     done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--reps", "1", "--scale", "0.002",
-         "--skip-agent", "--json", str(results)],
+        [sys.executable, "-m", "bench.run", "--systems", "pyfi", "--reps", "1",
+         "--scale", "0.002", "--skip-agent", "--json", str(results)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    # Then the table is printed and every workload has a figure for each system that has it
+    # Then the table is printed and every pyfi workload has a figure
     assert "pyfi/dramatiq" in done.stdout
     figures = _figures(results)
     assert len(figures) == 12
     for figure in figures:
-        systems = set(figure["values"])
-        if figure["workload"].startswith(("W7", "W8")):
-            expected = {"pyfi"} if "redeploy" not in figure["workload"] else set()
-        elif figure["workload"].startswith("raw"):
-            expected = {"raw"}
-        else:
-            expected = {"pyfi", "dramatiq", "celery"}
-        assert systems == expected, figure["workload"]
+        expected = (
+            set() if "redeploy" in figure["workload"] or "raw" in figure["workload"] else {"pyfi"}
+        )
+        assert set(figure["values"]) == expected, figure["workload"]
         assert all(v > 0 for values in figure["values"].values() for v in values)
 
 
