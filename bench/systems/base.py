@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,31 @@ class System(ABC):
     @abstractmethod
     def start(self) -> None:
         """Start two worker processes and return once they consume."""
+
+    def spawn(self, command: list[str], log_name: str) -> None:
+        """Start a worker command with the task modules' server variables set.
+
+        It runs from the repository root (``python -m`` puts the working
+        directory on sys.path), its output in ``log_name`` under the workdir.
+        """
+        from bench.systems import counter
+
+        env = {
+            **self.services.env,
+            counter.AMQP_ENV: self.services.amqp_url,
+            counter.REDIS_ENV: self.services.redis_url,
+        }
+        self.services.workdir.mkdir(parents=True, exist_ok=True)
+        with (self.services.workdir / log_name).open("ab") as log:
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", *command],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
 
     def stop(self) -> None:
         """Stop the worker processes (SIGTERM, then SIGKILL after 20 s)."""

@@ -17,14 +17,13 @@ processes). The workloads are written the way the Celery docs do them:
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from bench.systems import counter
-from bench.systems.base import ROOT, Services, System
+from bench.systems.base import Services, System
 from bench.systems.raw import delete_queues, wait_consumers
 
 if TYPE_CHECKING:
@@ -65,26 +64,14 @@ class CelerySystem(System):
         self.tasks = _tasks(services)
 
     def start(self) -> None:
-        env = {
-            **self.services.env,
-            counter.AMQP_ENV: self.services.amqp_url,
-            counter.REDIS_ENV: self.services.redis_url,
-        }
-        self.services.workdir.mkdir(parents=True, exist_ok=True)
-        with (self.services.workdir / "celery.log").open("ab") as log:
-            self.processes.append(
-                subprocess.Popen(
-                    [
-                        *(sys.executable, "-m", "celery", "-A", "bench.systems.celery_tasks"),
-                        *("worker", "--pool", "prefork", "--concurrency", "2"),
-                        *("--loglevel", "WARNING", "--hostname", "bench@%h"),
-                    ],
-                    cwd=ROOT,  # `python -m` puts the working directory on sys.path
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+        self.spawn(
+            [
+                *("celery", "-A", "bench.systems.celery_tasks"),
+                *("worker", "--pool", "prefork", "--concurrency", "2"),
+                *("--loglevel", "WARNING", "--hostname", "bench@%h"),
+            ],
+            "celery.log",
+        )
         # The parent process holds the one consumer; the pool is up before it.
         wait_consumers(self.services.amqp_url, QUEUE, 1, START_TIMEOUT, self.processes)
         # One round trip, so that the first measured call does not pay for this

@@ -17,13 +17,12 @@ Dramatiq's default eight threads each). The workloads, in Dramatiq's terms:
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from types import ModuleType
 
 from bench.systems import counter
-from bench.systems.base import ROOT, Services, System
+from bench.systems.base import Services, System
 from bench.systems.raw import delete_queues, wait_consumers
 
 QUEUE = "default"  # Dramatiq's default queue, with its delay and dead-letter queues
@@ -57,25 +56,13 @@ class DramatiqSystem(System):
         self.tasks = _tasks(services)
 
     def start(self) -> None:
-        env = {
-            **self.services.env,
-            counter.AMQP_ENV: self.services.amqp_url,
-            counter.REDIS_ENV: self.services.redis_url,
-        }
-        self.services.workdir.mkdir(parents=True, exist_ok=True)
-        with (self.services.workdir / "dramatiq.log").open("ab") as log:
-            self.processes.append(
-                subprocess.Popen(
-                    [
-                        *(sys.executable, "-m", "dramatiq", "bench.systems.dramatiq_tasks:broker"),
-                        *("--processes", "2", "--threads", "8"),
-                    ],
-                    cwd=ROOT,  # `python -m` puts the working directory on sys.path
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+        self.spawn(
+            [
+                *("dramatiq", "bench.systems.dramatiq_tasks:broker"),
+                *("--processes", "2", "--threads", "8"),
+            ],
+            "dramatiq.log",
+        )
         # Each worker process has a consumer on the queue.
         wait_consumers(self.services.amqp_url, QUEUE, 2, START_TIMEOUT, self.processes)
         # One round trip, so that the first measured call does not pay for this
