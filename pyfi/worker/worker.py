@@ -102,6 +102,7 @@ class Worker:
         self.flows = FlowDriver(
             backend,
             lambda message, route: self._publisher().publish(message, route),
+            lambda batch: self._publisher().publish_many(batch),
             result_ttl_s=options.result_ttl_s,
             join_ttl_s=options.join_ttl_s,
         )

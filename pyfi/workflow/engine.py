@@ -32,6 +32,8 @@ from pyfi.workflow.plan import CALL, FUNNEL, GROUPS, PIPELINE, check_frames, rou
 
 Publish = Callable[[Message, SocketRoute], None]
 PublishMany = Callable[[list[tuple[Message, SocketRoute]]], None]
+# The messages a step starts, published together once it is known what they are.
+Outbox = list[tuple[Message, SocketRoute]]
 
 
 class _NoInput:
@@ -72,13 +74,17 @@ class FlowDriver:
     # -- starting -------------------------------------------------------
     def begin(self, plan: dict[str, Any], tracking_id: str, value: Any = NO_INPUT) -> None:
         """Publish the first calls of a new run of ``plan``."""
-        if self.publish_many is None:
-            self._start(plan, value, [], tracking_id, parent_id=None)
+        out: Outbox = []
+        self._start(plan, value, [], tracking_id, None, out)
+        self._publish(out)
+
+    def _publish(self, out: Outbox) -> None:
+        """Send what a step started: one confirm window for many, a plain publish for one."""
+        if self.publish_many is not None and len(out) > 1:
+            self.publish_many(out)
             return
-        batch: list[tuple[Message, SocketRoute]] = []
-        collecting = FlowDriver(self.backend, lambda m, r: batch.append((m, r)))
-        collecting._start(plan, value, [], tracking_id, parent_id=None)
-        self.publish_many(batch)
+        for message, route in out:
+            self.publish(message, route)
 
     def _start(
         self,
@@ -87,30 +93,31 @@ class FlowDriver:
         frames: list[dict[str, Any]],
         tracking_id: str,
         parent_id: str | None,
+        out: Outbox,
     ) -> None:
         kind = node["kind"]
         if kind == CALL:
-            self._send(node, value, frames, tracking_id, parent_id)
+            out.append(self._message(node, value, frames, tracking_id, parent_id))
         elif kind == PIPELINE:
             steps = node["steps"]
             rest = [{"kind": PIPELINE, "rest": steps[1:]}] if len(steps) > 1 else []
-            self._start(steps[0], value, rest + frames, tracking_id, parent_id)
+            self._start(steps[0], value, rest + frames, tracking_id, parent_id, out)
         else:
             size = len(node["steps"])
             for index, step in enumerate(node["steps"]):
                 frame = {"kind": kind, "id": node["id"], "index": index, "size": size}
                 if kind == FUNNEL:
                     frame["callback"] = node.get("callback")
-                self._start(step, value, [frame, *frames], tracking_id, parent_id)
+                self._start(step, value, [frame, *frames], tracking_id, parent_id, out)
 
-    def _send(
-        self,
+    @staticmethod
+    def _message(
         node: dict[str, Any],
         value: Any,
         frames: list[dict[str, Any]],
         tracking_id: str,
         parent_id: str | None,
-    ) -> None:
+    ) -> tuple[Message, SocketRoute]:
         args, kwargs = list(node.get("args", [])), dict(node.get("kwargs", {}))
         into = node.get("into")
         if value is not NO_INPUT and into is not False:
@@ -127,7 +134,7 @@ class FlowDriver:
             parent_id=parent_id,
             flow={"frames": frames},
         )
-        self.publish(message, route_from_json(node["route"]))
+        return message, route_from_json(node["route"])
 
     # -- advancing --------------------------------------------------------
     def advance(self, call: Message, value: Any) -> None:
@@ -140,7 +147,9 @@ class FlowDriver:
         assert call.flow is not None
         frames = check_frames(call.flow.get("frames"))
         fired: list[tuple[str, str]] = []
-        self._complete(value, frames, call, fired)
+        out: Outbox = []
+        self._complete(value, frames, call, fired, out)
+        self._publish(out)
         for tracking_id, name in fired:
             self.backend.complete_join(tracking_id, name)
 
@@ -161,20 +170,22 @@ class FlowDriver:
         frames: list[dict[str, Any]],
         call: Message,
         fired: list[tuple[str, str]],
+        out: Outbox,
     ) -> None:
         while frames:
             frame, frames = frames[0], frames[1:]
             if frame["kind"] == PIPELINE:
                 step, rest = frame["rest"][0], frame["rest"][1:]
                 after = [{"kind": PIPELINE, "rest": rest}] if rest else []
-                self._start(step, value, after + frames, call.tracking_id, call.call_id)
+                self._start(step, value, after + frames, call.tracking_id, call.call_id, out)
                 return
             assert frame["kind"] in GROUPS
             gathered = self._gather(frame, value, call, fired)
             if gathered is None:
                 return  # other branches are still running
             if frame.get("callback") is not None:
-                self._start(frame["callback"], gathered, frames, call.tracking_id, call.call_id)
+                callback = frame["callback"]
+                self._start(callback, gathered, frames, call.tracking_id, call.call_id, out)
                 return
             value = gathered
         outcome = {"status": "ok", "value": value}
