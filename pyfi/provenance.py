@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pyfi.db import models
-from pyfi.db.enums import CallState
+from pyfi.db.enums import CallState, EventName
 from pyfi.db.serialize import json_value
 from pyfi.errors import InvalidValue, ObjectNotFound
 
@@ -219,6 +219,47 @@ def tracking_calls(session: Session, tracking_id: str | uuid.UUID) -> list[model
     tracking = parse_id(tracking_id, "tracking id")
     calls = session.scalars(select(models.Call).where(models.Call.tracking_id == tracking))
     return sorted(calls, key=lambda call: _order(call.started, call.created, call.id))
+
+
+# The routine steps a call row's timestamps stand for: (event name, column, note).
+_ROUTINE_STEPS = (
+    (EventName.RECEIVED, "received", "Received task {name}"),
+    (EventName.PRERUN, "started", "Prerun for task {name}"),
+    (EventName.POSTRUN, "finished", "Postrun for task {name}"),
+)
+
+
+def call_events(call: models.Call) -> list[dict[str, Any]]:
+    """The lifecycle of ``call`` as event records, oldest first.
+
+    Workers write event rows only for retries and failures; the routine steps
+    (received, prerun, postrun) are read from the call's own timestamps and
+    shown as events with no ``id``. Each timestamp holds the latest attempt,
+    so a retried call shows its retries and then its last run. A step stored
+    as a row (history recorded before timestamps replaced rows) is not shown twice.
+    """
+    stored = [
+        {column.key: getattr(event, column.key) for column in models.Event.__table__.columns}
+        for event in call.events
+    ]
+    names = {row["name"] for row in stored}
+    for event, column, note in _ROUTINE_STEPS:
+        at = getattr(call, column)
+        if at is None or event in names:
+            continue
+        if event is EventName.POSTRUN and call.state is not CallState.FINISHED:
+            continue  # a failed call "finished" too; its failure event tells how
+        stored.append(
+            {
+                "id": None,
+                "name": event,
+                "note": note.format(name=call.name),
+                "owner": call.owner,
+                "created": at,
+                "call_id": call.id,
+            }
+        )
+    return sorted(stored, key=lambda row: row["created"])
 
 
 def count_children(session: Session, call: models.Call) -> int:

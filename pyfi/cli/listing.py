@@ -472,7 +472,7 @@ def show_call(
         if call is None:
             raise ObjectNotFound("call", call_id, provenance.NOT_FOUND_HINT, by="with id")
         record = to_dict(call, raw=True)
-        events = [to_dict(event, raw=True) for event in call.events]
+        events = provenance.call_events(call)
         lineage = {
             "parent_id": call.parent_id,
             "tracking_id": call.tracking_id,

@@ -48,18 +48,19 @@ class CallUpdate:
     state: CallState | None = None
     attempt: int | None = None
     hostname: str | None = None
+    received: datetime | None = None
     started: datetime | None = None
     finished: datetime | None = None
     error: str | None = None
 
 
-_UPDATE_FIELDS = tuple(field.name for field in fields(CallUpdate) if field.name != "id")
+UPDATE_FIELDS = tuple(field.name for field in fields(CallUpdate) if field.name != "id")
 
 
 def values_of(update: CallUpdate) -> dict[str, Any]:
     """The columns ``update`` sets."""
     values = {}
-    for name in _UPDATE_FIELDS:
+    for name in UPDATE_FIELDS:
         value = getattr(update, name)
         if value is not None:
             values[name] = value

@@ -5,28 +5,52 @@ acknowledgement was lost with the connection is retried), so each one is
 written to make a second run harmless: calls are upserted by id, events carry
 ids fixed before the first attempt and skip rows that already exist.
 
-Statements run through ``executemany``, one per group of calls that set the
-same columns, on PostgreSQL and SQLite alike (both dialects' ``insert()`` have
-``on_conflict_do_update``).
+A batch of calls is one statement whatever its size. Each row carries every
+column, ``NULL`` for what the update left alone, and the merge rules live in
+the ``ON CONFLICT DO UPDATE`` clause, so rows setting different columns share
+the statement. On PostgreSQL the rows travel as one array per column through
+``unnest()``: one parameter set and one round trip for the batch, where
+``executemany`` would adapt and send every row on its own (that per-row work
+was most of what recording cost a worker). SQLite, embedded and in-process,
+takes the same statement through ``executemany``.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, case, not_, or_
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Integer,
+    String,
+    Table,
+    Text,
+    Uuid,
+    and_,
+    bindparam,
+    case,
+    cast,
+    column,
+    func,
+    not_,
+    or_,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.types import TypeEngine
 
 from pyfi.db.base import Base
 from pyfi.db.enums import CallState
 from pyfi.db.types import utcnow
 from pyfi.errors import DatabaseNotInitialised, DatabaseUnavailable
-from pyfi.recorder.buffer import FINAL_STATES, PendingCall, PendingEvent
+from pyfi.recorder.buffer import FINAL_STATES, UPDATE_FIELDS, PendingCall, PendingEvent
 
 # The name of a call known only from a later update or an event, because its
 # first update was dropped or is recorded elsewhere. The row must exist (events
@@ -34,52 +58,99 @@ from pyfi.recorder.buffer import FINAL_STATES, PendingCall, PendingEvent
 # this one as soon as an update carrying it is written.
 UNKNOWN_CALL_NAME = "(unknown)"
 
+# Every column a batch row carries, with the type PostgreSQL reads it as from
+# the batch's JSON document.
+_ROW_TYPES: dict[str, TypeEngine[Any]] = {
+    "id": Uuid(),
+    "name": String(),
+    "socket_id": Uuid(),
+    "tracking_id": Uuid(),
+    "parent_id": Uuid(),
+    "argument": String(),
+    "idempotency_key": String(),
+    "state": String(),
+    "attempt": Integer(),
+    "hostname": String(),
+    "received": DateTime(timezone=True),
+    "started": DateTime(timezone=True),
+    "finished": DateTime(timezone=True),
+    "error": Text(),
+    "created": DateTime(timezone=True),
+    "updated": DateTime(timezone=True),
+    "owner": String(),
+}
+CALL_COLUMNS = tuple(_ROW_TYPES)
+assert set(UPDATE_FIELDS) <= set(CALL_COLUMNS), "a CallUpdate field has no column"
+
 
 class Statements:
-    """The statements of one dialect, upserts cached per set of updated columns."""
+    """The statements of one dialect, built once."""
 
     def __init__(self, dialect: str) -> None:
         self._postgresql = dialect == "postgresql"
         self._calls: Table = Base.metadata.tables["calls"]
         self._events: Table = Base.metadata.tables["events"]
-        self._upserts: dict[frozenset[str], Insert] = {}
+        self._upsert: Insert | None = None
 
     def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
         # The two dialects' inserts share the ON CONFLICT API but not a class.
         return postgresql.insert(table) if self._postgresql else sqlite.insert(table)
 
-    def upsert_call(self, present: frozenset[str]) -> Insert:
-        """``INSERT ... ON CONFLICT (id) DO UPDATE`` of exactly the ``present`` columns.
+    @property
+    def postgresql(self) -> bool:
+        """True when rows go as column arrays (see the module docstring)."""
+        return self._postgresql
 
-        ``created`` and ``owner`` are never updated, so they keep the first
-        writer's values. ``updated`` is set explicitly: ``onupdate`` defaults
-        do not apply to the UPDATE half of an upsert. ``state`` does not go
-        from final to non-final and ``attempt`` does not decrease, whatever
-        order batches arrive in.
+    def upsert_calls(self) -> Insert:
+        """``INSERT ... ON CONFLICT (id) DO UPDATE`` of whole rows, merged column by column."""
+        if self._upsert is None:
+            insert = self._insert(self._calls)
+            if self._postgresql:
+                rows = (
+                    func.json_to_recordset(cast(bindparam("rows", type_=Text()), postgresql.JSON()))
+                    .table_valued(*(column(name, type_) for name, type_ in _ROW_TYPES.items()))
+                    .render_derived(name="u", with_types=True)
+                )
+                insert = self._insert(self._calls).from_select(
+                    list(CALL_COLUMNS), select(*(rows.c[name] for name in CALL_COLUMNS))
+                )
+            self._upsert = insert.on_conflict_do_update(
+                index_elements=[self._calls.c.id], set_=self._merge(insert.excluded)
+            )
+        return self._upsert
+
+    def _merge(self, new: Any) -> dict[str, ColumnElement[Any]]:
+        """The merge rules of :mod:`pyfi.recorder` as the SET clause of the upsert.
+
+        ``created`` and ``owner`` are not updated, so they keep the first
+        writer's values. The stand-ins of a row written before its identity was
+        known (see :func:`_stand_in`) never replace real values.
         """
-        statement = self._upserts.get(present)
-        if statement is None:
-            table = self._calls
-            insert = self._insert(table)
-            new = insert.excluded
-            set_: dict[str, Any] = {"updated": new.updated}
-            for name in sorted(present):
-                if name == "state":
-                    # OR-ed equalities, not IN: an IN list is an "expanding"
-                    # parameter, which executemany() cannot take.
-                    was_final = or_(*(table.c.state == final for final in FINAL_STATES))
-                    is_final = or_(*(new.state == final for final in FINAL_STATES))
-                    backwards = and_(was_final, not_(is_final))
-                    set_[name] = case((backwards, table.c.state), else_=new.state)
-                elif name == "attempt":
-                    set_[name] = case(
-                        (new.attempt > table.c.attempt, new.attempt), else_=table.c.attempt
-                    )
-                else:
-                    set_[name] = new[name]
-            statement = insert.on_conflict_do_update(index_elements=[table.c.id], set_=set_)
-            self._upserts[present] = statement
-        return statement
+        table = self._calls
+        set_: dict[str, ColumnElement[Any]] = {"updated": new.updated}
+        for name in CALL_COLUMNS:
+            if name in ("id", "created", "owner", "updated"):
+                continue
+            old = table.c[name]
+            if name == "name":
+                set_[name] = case((new.name == UNKNOWN_CALL_NAME, old), else_=new.name)
+            elif name == "tracking_id":
+                set_[name] = case((new.tracking_id == new.id, old), else_=new.tracking_id)
+            elif name == "state":
+                # OR-ed equalities, not IN: an IN list is an "expanding"
+                # parameter, which executemany() cannot take.
+                was_final = or_(*(old == final for final in FINAL_STATES))
+                is_final = or_(*(new.state == final for final in FINAL_STATES))
+                set_[name] = case(
+                    (and_(was_final, not_(is_final)), old),
+                    (new.state == CallState.PENDING, old),
+                    else_=new.state,
+                )
+            elif name == "attempt":
+                set_[name] = case((new.attempt > old, new.attempt), else_=old)
+            else:
+                set_[name] = func.coalesce(new[name], old)
+        return set_
 
     def ensure_calls(self) -> Insert:
         """Insert stand-in call rows for events whose call row may not exist yet."""
@@ -99,16 +170,13 @@ def write(
     """Write ``calls``, then ``events``, in the session's transaction."""
     owner = session.info.get("owner")
     now = utcnow()
-    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
-    for entry in calls:
-        row = {
-            **_stand_in(entry.call_id, entry.created, now, owner),
-            **entry.values,
-            "id": entry.call_id,
-        }
-        groups.setdefault(frozenset(entry.values), []).append(row)
-    for present, rows in groups.items():
-        session.execute(statements.upsert_call(present), rows)
+    if calls:
+        rows = [_call_row(entry, now, owner) for entry in calls]
+        if statements.postgresql:
+            document = json.dumps(rows, separators=(",", ":"), default=_json_value)
+            session.connection().execute(statements.upsert_calls(), {"rows": document})
+        else:
+            session.execute(statements.upsert_calls(), rows)
     if not events:
         return
     known = {entry.call_id for entry in calls}
@@ -118,11 +186,11 @@ def write(
             stand_ins[event.call_id] = _stand_in(event.call_id, event.at, now, owner)
     if stand_ins:
         session.execute(statements.ensure_calls(), list(stand_ins.values()))
-    rows = []
+    event_rows = []
     for event in events:
         if event.id is None:
             event.id = uuid.uuid4()
-        rows.append(
+        event_rows.append(
             {
                 "id": event.id,
                 "name": event.name,
@@ -132,7 +200,18 @@ def write(
                 "owner": owner,
             }
         )
-    session.execute(statements.insert_events(), rows)
+    session.execute(statements.insert_events(), event_rows)
+
+
+def _call_row(entry: PendingCall, now: datetime, owner: str | None) -> dict[str, Any]:
+    """Every column of ``entry``'s row: its values over the stand-ins, ``None`` elsewhere."""
+    row: dict[str, Any] = dict.fromkeys(CALL_COLUMNS)
+    row.update(_stand_in(entry.call_id, entry.created, now, owner))
+    row.update(entry.values)
+    state = row["state"]
+    if isinstance(state, CallState):
+        row["state"] = state.value
+    return row
 
 
 def _stand_in(
@@ -169,3 +248,10 @@ def describe(exc: BaseException) -> str:
     original = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     lines = [line.strip() for line in str(original).splitlines() if line.strip()]
     return f"{type(original).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def _json_value(value: Any) -> str:
+    """UUIDs and timestamps as PostgreSQL reads them back from JSON text."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)

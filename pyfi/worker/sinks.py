@@ -17,12 +17,13 @@ from pyfi.recorder import CallRecorder, CallUpdate
 from pyfi.wiring import SocketSpec
 from pyfi.worker.executor import Outcome
 
-# Lifecycle step -> (call state, recorded event, live-event state).
-STEPS: dict[str, tuple[CallState, EventName, str]] = {
-    "received": (CallState.RECEIVED, EventName.RECEIVED, "received"),
-    "running": (CallState.RUNNING, EventName.PRERUN, "running"),
-    "postrun": (CallState.FINISHED, EventName.POSTRUN, "postrun"),
-    "joined": (CallState.FINISHED, EventName.POSTRUN, "joined"),
+# Lifecycle step -> (call state, event row or None, live-event state). The
+# routine steps write no event row: the call row's timestamps record them.
+STEPS: dict[str, tuple[CallState, EventName | None, str]] = {
+    "received": (CallState.RECEIVED, None, "received"),
+    "running": (CallState.RUNNING, None, "running"),
+    "postrun": (CallState.FINISHED, None, "postrun"),
+    "joined": (CallState.FINISHED, None, "joined"),
     "retry": (CallState.RETRYING, EventName.RETRY, "retry"),
     "failure": (CallState.DEAD, EventName.FAILURE, "failure"),
 }
@@ -34,7 +35,12 @@ def _uuid(value: str | None) -> uuid.UUID | None:
 
 
 class RecordSink:
-    """Turns lifecycle steps into merged ``calls`` rows and ``events`` rows."""
+    """Turns lifecycle steps into merged ``calls`` rows, and retries and failures into events.
+
+    A call that runs once and succeeds costs one row: its three steps merge
+    in the recorder's memory into one upsert carrying ``received``,
+    ``started`` and ``finished``.
+    """
 
     def __init__(self, recorder: CallRecorder, socket_ids: dict[str, str]) -> None:
         self.recorder = recorder
@@ -58,12 +64,14 @@ class RecordSink:
             state=state,
             attempt=call.attempt,
             hostname=self.hostname,
+            received=now if step in ("received", "joined") else None,
             started=now if step == "running" else None,
             finished=now if state.is_final else None,
             error=note if step in ("retry", "failure") else None,
         )
         self.recorder.record_call(update)
-        self.recorder.record_event(call_id, event, note, now)
+        if event is not None:
+            self.recorder.record_event(call_id, event, note, now)
 
 
 class EventSink:

@@ -109,16 +109,60 @@ def test_ls_calls_filters_unfinished_and_socket(first_flow: Flow, database: Data
     assert [c["id"] for c in page["calls"]] == [str(ids[-1])]
 
 
-def test_ls_call_shows_events(first_flow: Flow, database: Database) -> None:
-    # Given a recorded call with an event
-    (call_id,) = _record_calls(database, "pyfi.processors.sample.do_this", 1)
+def test_ls_call_shows_events_from_rows_and_timestamps(
+    first_flow: Flow, database: Database
+) -> None:
+    # Given a call that was received, failed once (a stored retry event) and then finished
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    with database.transaction() as session:
+        call = models.Call(
+            name="pyfi.processors.sample.do_this",
+            tracking_id=uuid.uuid4(),
+            state=CallState.FINISHED,
+            received=at,
+            started=at + timedelta(seconds=2),
+            finished=at + timedelta(seconds=3),
+        )
+        retry = models.Event(
+            name=EventName.RETRY, note="ValueError on attempt 1", created=at + timedelta(seconds=1)
+        )
+        call.events.append(retry)
+        session.add(call)
+        session.flush()
+        call_id = call.id
     # When it is shown
     shown = json.loads(first_flow("ls", "call", "--id", str(call_id), "--json").output)
     table = first_flow("ls", "call", "--id", str(call_id)).output
-    # Then its events come with it
-    assert [e["name"] for e in shown["events"]] == ["received"]
+    # Then the stored event and the steps its timestamps record come in time order
+    assert [e["name"] for e in shown["events"]] == ["received", "retry", "prerun", "postrun"]
+    assert [e["id"] is None for e in shown["events"]] == [True, False, True, True]
     assert "Provenance" in table
-    assert "received 0" in table
+    assert "ValueError on attempt 1" in table
+    assert "Postrun for task pyfi.processors.sample.do_this" in table
+
+
+def test_ls_call_of_a_failed_call_has_no_postrun(first_flow: Flow, database: Database) -> None:
+    # Given a call that ran and failed for good
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    with database.transaction() as session:
+        call = models.Call(
+            name="pyfi.processors.sample.do_this",
+            tracking_id=uuid.uuid4(),
+            state=CallState.DEAD,
+            received=at,
+            started=at,
+            finished=at + timedelta(seconds=1),
+        )
+        call.events.append(
+            models.Event(name=EventName.FAILURE, note="boom", created=at + timedelta(seconds=1))
+        )
+        session.add(call)
+        session.flush()
+        call_id = call.id
+    # When it is shown
+    shown = json.loads(first_flow("ls", "call", "--id", str(call_id), "--json").output)
+    # Then its end is the failure, not a postrun
+    assert [e["name"] for e in shown["events"]] == ["received", "prerun", "failure"]
 
 
 def test_ls_call_unknown_id_is_user_error(first_flow: Flow) -> None:

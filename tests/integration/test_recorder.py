@@ -332,6 +332,59 @@ def test_recorder_never_moves_a_final_call_backwards(database: Database) -> None
         assert load_call(database, call_id).state == CallState.DEAD
 
 
+def test_recorder_merges_rows_of_different_shapes_written_in_one_batch(
+    database: Database,
+) -> None:
+    # Given a call already written with its identity, host and start
+    with idle_recorder(database.url) as recorder:
+        known, newcomer, anonymous = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        recorder.record_call(received(known))
+        recorder.record_call(
+            CallUpdate(id=known, state=CallState.RUNNING, started=at, hostname="h1", attempt=2)
+        )
+        assert recorder.flush(timeout_s=10)
+        tracking = load_call(database, known).tracking_id
+
+        # When one batch holds: only the end of the known call, a stale "pending"
+        # for it, a new call with its identity, and a call known by its id alone
+        recorder.record_call(
+            CallUpdate(id=known, state=CallState.FINISHED, finished=at + timedelta(seconds=1))
+        )
+        recorder.record_call(CallUpdate(id=newcomer, name="s.new", tracking_id=known,
+                                        state=CallState.RECEIVED, received=at))  # fmt: skip
+        recorder.record_call(CallUpdate(id=anonymous, state=CallState.RUNNING, attempt=1))
+        assert recorder.flush(timeout_s=10)
+        recorder.record_call(CallUpdate(id=known, state=CallState.PENDING, attempt=1))
+        assert recorder.flush(timeout_s=10)
+
+        # Then each row keeps what the batch did not set, and nothing goes backwards
+        call = load_call(database, known)
+        assert (call.name, call.tracking_id, call.hostname, call.started, call.attempt) == (
+            "s.source",
+            tracking,
+            "h1",
+            at,
+            2,
+        )
+        assert (call.state, call.finished) == (CallState.FINISHED, at + timedelta(seconds=1))
+        new = load_call(database, newcomer)
+        assert (new.name, new.tracking_id, new.received, new.state) == (
+            "s.new",
+            known,
+            at,
+            CallState.RECEIVED,
+        )
+        stand_in = load_call(database, anonymous)
+        assert (stand_in.name, stand_in.tracking_id) == ("(unknown)", anonymous)
+
+        # When the anonymous call's identity arrives, then it replaces the stand-ins
+        recorder.record_call(CallUpdate(id=anonymous, name="s.late", tracking_id=known))
+        assert recorder.flush(timeout_s=10)
+        late = load_call(database, anonymous)
+        assert (late.name, late.tracking_id, late.state) == ("s.late", known, CallState.RUNNING)
+
+
 def test_recorder_creates_stand_in_calls_for_orphan_events_and_gone_sockets(
     database: Database, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -18,6 +18,11 @@ class Call(Identified, Audited, Base):
     ``parent_id`` is deliberately not a foreign key: call records are written
     in batches, possibly out of order, and a child may land before its parent.
     The socket is kept by name as well as by id so history outlives the socket.
+
+    The routine lifecycle lives on the row itself (``received``, ``started``,
+    ``finished``): one row per call instead of one per step, which is what lets
+    recording keep up with the workers. ``events`` holds only what a timestamp
+    cannot say (retries, failures, with their notes).
     """
 
     __tablename__ = "calls"
@@ -36,6 +41,7 @@ class Call(Identified, Audited, Base):
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     hostname: Mapped[str | None] = mapped_column(String(255))
+    received: Mapped[optional_timestamp]
     started: Mapped[optional_timestamp]
     finished: Mapped[optional_timestamp]
     error: Mapped[str | None] = mapped_column(Text)
@@ -49,7 +55,12 @@ class Call(Identified, Audited, Base):
 
 
 class Event(Identified, Base):
-    """A lifecycle event of a call: received, prerun, postrun, retry, failure."""
+    """A notable event of a call: a retry or a failure, with its note.
+
+    Workers record no row for the routine steps (received, prerun, postrun):
+    those are the call's timestamps; :func:`pyfi.provenance.call_events` shows
+    both together, in order.
+    """
 
     __tablename__ = "events"
 
