@@ -1,7 +1,8 @@
 """Live events: what workers say about calls while they run, for `flow listen` and the web UI.
 
 Channels are named ``<queue>.<processor>.<channel>`` (``channel`` is one of
-task, log, result, error) and every event is also published on ``global``.
+task, log, result, error). Each event is published once, on its channel;
+subscribing to ``global`` means every channel (patterns ``*.task``, ``*.log``...).
 The transport follows the settings: Redis pub/sub when the result backend is
 Redis, otherwise a fanout exchange on the broker (see
 :mod:`pyfi.events.transport`). Delivery is best effort and never replayed:

@@ -26,7 +26,12 @@ SCHEMA_VERSION = 1
 Channel = Literal["task", "log", "result", "error"]
 CHANNELS: tuple[Channel, ...] = get_args(Channel)
 GLOBAL_CHANNEL = "global"
-"""Every event is published on its own channel *and* on this one."""
+"""The name listeners use for "every event"; nothing is published under it.
+
+Each event is published once, on its own channel; a ``global`` subscription
+is the set of patterns :data:`GLOBAL_PATTERNS`, which match every channel.
+"""
+GLOBAL_PATTERNS: tuple[str, ...] = tuple(f"*.{channel}" for channel in CHANNELS)
 
 _REQUIRED_STR = ("channel", "state", "room", "date", "processor", "queue", "hostname")
 _OPTIONAL_STR = ("call_id", "tracking_id", "socket")
@@ -64,6 +69,20 @@ def channel_name(queue: str, processor: str, channel: str) -> str:
 
 def _choices() -> str:
     return ", ".join(CHANNELS)
+
+
+class _Origin:
+    """This host and process, read once (and again in a forked child), not per event."""
+
+    hostname = _socket.gethostname()
+    pid = os.getpid()
+
+    @classmethod
+    def refresh(cls) -> None:
+        cls.pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_Origin.refresh)
 
 
 def utc_now() -> str:
@@ -130,8 +149,8 @@ class LiveEvent:
             socket=socket,
             processor=processor,
             queue=queue,
-            hostname=_socket.gethostname(),
-            pid=os.getpid(),
+            hostname=_Origin.hostname,
+            pid=_Origin.pid,
             data=data,
         )
 
@@ -142,7 +161,7 @@ class LiveEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """The event as a new JSON-ready dict (``data`` is copied, not shared)."""
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out: dict[str, Any] = {name: getattr(self, name) for name in _FIELD_NAMES}
         out["data"] = dict(self.data) if self.data is not None else None
         return out
 
@@ -213,6 +232,9 @@ class LiveEvent:
             pid=int(raw["pid"]),
             data=data,
         )
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(LiveEvent))
 
 
 def _is_int(value: object) -> bool:

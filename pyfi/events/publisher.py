@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from pyfi.config import Settings
-from pyfi.events.event import GLOBAL_CHANNEL, LiveEvent
+from pyfi.events.event import LiveEvent
 from pyfi.events.transport import (
     CHANNEL_HEADER,
     CONTENT_TYPE,
@@ -103,7 +103,7 @@ def _make_sender(route: EventRoute) -> _Sender:
 
 
 class EventPublisher(Closeable):
-    """Sends :class:`LiveEvent` s to their channel and to ``global``, in the background.
+    """Sends each :class:`LiveEvent` to its channel, once, in the background.
 
     One publisher per process is enough; :meth:`publish` is thread-safe. The
     thread starts with the first event, and a forked child starts afresh
@@ -145,6 +145,7 @@ class EventPublisher(Closeable):
         self._dropped = 0
         self._sent = 0
         self._failed = 0
+        self._inflight = 0  # taken by the thread, not yet sent nor failed
 
     # -- the hot path ------------------------------------------------------
 
@@ -185,8 +186,9 @@ class EventPublisher(Closeable):
 
     @property
     def pending(self) -> int:
-        """Events queued and not yet sent."""
-        return len(self._pending)
+        """Events queued or being sent: neither sent, failed nor dropped yet."""
+        with self._lock:
+            return len(self._pending) + self._inflight
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -224,7 +226,14 @@ class EventPublisher(Closeable):
     def _take(self) -> list[LiveEvent]:
         with self._lock:
             count = min(self._batch_size, len(self._pending))
+            self._inflight = count
             return [self._pending.popleft() for _ in range(count)]
+
+    def _settle(self, *, sent: int, failed: int) -> None:
+        with self._lock:
+            self._sent += sent
+            self._failed += failed
+            self._inflight = 0
 
     def _encode(self, batch: list[LiveEvent]) -> Iterator[tuple[str, str]]:
         for event in batch:
@@ -232,10 +241,8 @@ class EventPublisher(Closeable):
                 payload = event.to_json()
             except Exception:  # a broken __repr__ in data must not stop the thread
                 log.debug("cannot encode a live event", exc_info=True)
-                self._failed += 1
                 continue
             yield event.channel_name, payload
-            yield GLOBAL_CHANNEL, payload
 
     def _run(self) -> None:
         warnings = _RateLimitedWarning(self.route.label)
@@ -257,24 +264,24 @@ class EventPublisher(Closeable):
                     self._wakeup.clear()
                     continue
                 messages = list(self._encode(batch))
-                events = len(messages) // 2  # each goes to its channel and to global
+                unencodable = len(batch) - len(messages)
                 try:
                     if sender is None:
                         sender = _make_sender(self.route)
                     sender.send(messages)
                 except Exception as exc:  # any transport error: count, warn, back off
-                    self._failed += events
+                    self._settle(sent=0, failed=len(batch))
                     warnings.failed(exc)
                     if sender is not None:
                         sender.close()
                         sender = None
                     if closing:  # one last try failed: the rest cannot go either
-                        self._failed += len(self._take_all())
+                        self._settle(sent=0, failed=len(self._take_all()))
                         return
                     retry_at = time.monotonic() + backoff
                     backoff = min(backoff * 2, BACKOFF_MAX_S)
                 else:
-                    self._sent += events
+                    self._settle(sent=len(messages), failed=unencodable)
                     warnings.recovered()
                     backoff = BACKOFF_MIN_S
         finally:

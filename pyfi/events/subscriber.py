@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from pyfi.config import Settings
 from pyfi.errors import EventDecodeError, EventsUnavailable, InvalidValue
-from pyfi.events.event import LiveEvent
+from pyfi.events.event import GLOBAL_CHANNEL, GLOBAL_PATTERNS, LiveEvent
 from pyfi.events.transport import (
     CHANNEL_HEADER,
     CONNECT_TIMEOUT_S,
@@ -251,7 +251,9 @@ class EventSubscriber(Closeable):
         ----------
         patterns:
             Channel globs, e.g. ``["pyfi.queue1.proc1.task"]``,
-            ``["pyfi.queue1.proc1.*"]`` or ``["global"]``.
+            ``["pyfi.queue1.proc1.*"]`` or ``["global"]`` (every channel; any
+            other pattern given with it is then redundant and dropped, so an
+            event arrives once).
         timeout:
             Seconds after which the iterator stops; ``None`` runs until
             :meth:`close` (which may be called from another thread).
@@ -272,12 +274,18 @@ class EventSubscriber(Closeable):
         if not patterns:
             raise InvalidValue("subscribe to at least one channel pattern")
         self.close()
-        subscription = _open(self.route, list(patterns))
+        everything = GLOBAL_CHANNEL in patterns
+        subscription = _open(self.route, list(GLOBAL_PATTERNS if everything else patterns))
         self._subscription = subscription
         deadline = None if timeout is None else time.monotonic() + timeout
-        return self._iterate(subscription, deadline)
+        return self._iterate(subscription, deadline, quiet=everything)
 
-    def _iterate(self, subscription: _Subscription, deadline: float | None) -> Iterator[LiveEvent]:
+    def _iterate(
+        self, subscription: _Subscription, deadline: float | None, *, quiet: bool
+    ) -> Iterator[LiveEvent]:
+        # A global listener's patterns also match other applications' channels
+        # that happen to end in ".task" or ".log": their messages are not
+        # events and are skipped without a warning.
         try:
             # A later subscribe() or close() replaces or clears the current
             # subscription; an older iterator then just stops.
@@ -297,7 +305,11 @@ class EventSubscriber(Closeable):
                 try:
                     event = LiveEvent.from_json(raw)
                 except EventDecodeError as exc:
-                    log.warning("skipping a live event: %s", exc.message)
+                    log.log(
+                        logging.DEBUG if quiet else logging.WARNING,
+                        "skipping a live event: %s",
+                        exc.message,
+                    )
                     continue
                 yield event
         finally:
