@@ -26,7 +26,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -94,6 +93,7 @@ class Worker:
         self.functions = registry.resolve(spec, options.path)
         self._stop = threading.Event()
         self._paused = threading.Event()
+        self._work: queue.SimpleQueue[tuple[SocketSpec, KombuMessage] | None] = queue.SimpleQueue()
         self._settled: queue.SimpleQueue[tuple[KombuMessage, str]] = queue.SimpleQueue()
         self._inflight = 0
         self._local = threading.local()
@@ -133,8 +133,13 @@ class Worker:
             signal.signal(signal.SIGUSR2, self.resume)
         broker = Broker(self.settings.broker_url)
         concurrency = self.options.concurrency
-        pool = ThreadPoolExecutor(concurrency, thread_name_prefix=f"pyfi-{self.spec.name}")
-        consumers = self._consume(broker, pool)
+        pool = [
+            threading.Thread(target=self._serve, name=f"pyfi-{self.spec.name}_{index}", daemon=True)
+            for index in range(concurrency)
+        ]
+        for thread in pool:
+            thread.start()
+        consumers = self._consume(broker)
         log.info(
             "worker for processor %s consuming %d socket(s) with concurrency %d",
             self.spec.name,
@@ -154,7 +159,7 @@ class Worker:
                     _cancel(consumers)
                     consumers = []
                 elif not self._paused.is_set() and not consumers:
-                    consumers = self._consume(broker, pool)
+                    consumers = self._consume(broker)
                     log.info("resumed: consuming %d socket(s)", len(consumers))
                 broker.drain(0.005 if self._inflight else 0.25)
                 self._settle()
@@ -163,7 +168,10 @@ class Worker:
             while self._inflight:  # graceful: finish, then ack, what was started
                 self._settle(block=0.05)
         finally:
-            pool.shutdown(wait=True)
+            for _ in pool:
+                self._work.put(None)
+            for thread in pool:
+                thread.join()
             self._settle()
             broker.close()
             for publisher in self._publishers:
@@ -171,30 +179,39 @@ class Worker:
             self.telemetry.close()
             log.info("worker for processor %s stopped", self.spec.name)
 
-    def _consume(self, broker: Broker, pool: ThreadPoolExecutor) -> list[Any]:
+    def _consume(self, broker: Broker) -> list[Any]:
         prefetch = self.options.prefetch or self.options.concurrency * PREFETCH_PER_THREAD
         return [
-            broker.consumer([socket.route], self._receiver(socket, pool), prefetch=prefetch)
+            broker.consumer([socket.route], self._receiver(socket), prefetch=prefetch)
             for socket in self.spec.sockets
         ]
 
-    def _receiver(
-        self, socket: SocketSpec, pool: ThreadPoolExecutor
-    ) -> Callable[[KombuMessage], None]:
+    def _receiver(self, socket: SocketSpec) -> Callable[[KombuMessage], None]:
         def on_message(delivery: KombuMessage) -> None:
             if self._paused.is_set():
                 # Paused between two turns of the loop: the call waits in its queue.
                 delivery.requeue()
                 return
             self._inflight += 1
-            future = pool.submit(self._process, socket, delivery)
-            future.add_done_callback(
-                lambda done: self._settled.put(
-                    (delivery, done.result() if not done.exception() else REQUEUE)
-                )
-            )
+            self._work.put((socket, delivery))
 
         return on_message
+
+    def _serve(self) -> None:
+        """A pool thread: run messages until the ``None`` that ends the pool.
+
+        A plain queue and threads rather than an executor: a future, its
+        condition and its callback per message cost the consuming thread more
+        than handing the message over does.
+        """
+        while (item := self._work.get()) is not None:
+            socket, delivery = item
+            try:
+                action = self._process(socket, delivery)
+            except BaseException:  # _process handles everything; this is the last guard
+                log.exception("unexpected error on a message of %s; requeueing it", socket.name)
+                action = REQUEUE
+            self._settled.put((delivery, action))
 
     def _settle(self, block: float = 0.0) -> None:
         while True:
