@@ -27,6 +27,8 @@ STEPS: dict[str, tuple[CallState, EventName | None, str]] = {
     "retry": (CallState.RETRYING, EventName.RETRY, "retry"),
     "failure": (CallState.DEAD, EventName.FAILURE, "failure"),
 }
+# The steps that first see a call in this worker: their update carries its identity.
+FIRST_STEPS = frozenset({"received", "joined"})
 PREVIEW_CHARS = 200
 
 
@@ -44,7 +46,7 @@ class RecordSink:
 
     def __init__(self, recorder: CallRecorder, socket_ids: dict[str, str]) -> None:
         self.recorder = recorder
-        self.socket_ids = socket_ids
+        self.socket_ids = {name: uuid.UUID(value) for name, value in socket_ids.items() if value}
         self.hostname = _socket.gethostname()
 
     def __call__(
@@ -53,22 +55,32 @@ class RecordSink:
         state, event, _live = STEPS[step]
         now = datetime.now(UTC)
         call_id = uuid.UUID(call.call_id)
-        update = CallUpdate(
-            id=call_id,
-            name=socket.name,
-            socket_id=_uuid(self.socket_ids.get(socket.name)),
-            tracking_id=uuid.UUID(call.tracking_id),
-            parent_id=_uuid(call.parent_id),
-            argument=call.argument,
-            idempotency_key=call.idempotency_key,
-            state=state,
-            attempt=call.attempt,
-            hostname=self.hostname,
-            received=now if step in ("received", "joined") else None,
-            started=now if step == "running" else None,
-            finished=now if state.is_final else None,
-            error=note if step in ("retry", "failure") else None,
-        )
+        if step in FIRST_STEPS:
+            # The call's identity, once: later steps merge into this update in
+            # memory, or into its row, and carry only what changed.
+            update = CallUpdate(
+                id=call_id,
+                name=socket.name,
+                socket_id=self.socket_ids.get(socket.name),
+                tracking_id=uuid.UUID(call.tracking_id),
+                parent_id=_uuid(call.parent_id),
+                argument=call.argument,
+                idempotency_key=call.idempotency_key,
+                state=state,
+                attempt=call.attempt,
+                hostname=self.hostname,
+                received=now,
+                finished=now if state.is_final else None,
+            )
+        else:
+            update = CallUpdate(
+                id=call_id,
+                state=state,
+                attempt=call.attempt,
+                started=now if step == "running" else None,
+                finished=now if state.is_final else None,
+                error=note if event is not None else None,
+            )
         self.recorder.record_call(update)
         if event is not None:
             self.recorder.record_event(call_id, event, note, now)
