@@ -35,11 +35,27 @@ def test_mesh_retries_with_backoff_then_succeeds(stack: Stack) -> None:
     # When it is called
     started = time.monotonic()
     with stack.client() as client:
-        value = client.result(client.send("flaky", ["v"]).call_id, 30)
+        call = client.send("flaky", ["v"])
+        value = client.result(call.call_id, 30)
     # Then the third attempt succeeds, after broker-held delays of 1 s and 2 s
     assert value == "ok after 3"
     assert time.monotonic() - started >= 2.9
     assert _dead_letters(stack, "flaky") == []
+    # And its one record shows both retries (stored events) and its last run (timestamps)
+    shown: dict = {}
+
+    def finished() -> bool:
+        nonlocal shown
+        done = stack.run_flow("ls", "call", "--id", call.call_id, "--json")
+        shown = json.loads(done.stdout) if done.returncode == 0 else {}
+        return bool(shown) and shown["call"]["state"] == "finished"
+
+    wait_for(finished, 15, "the call recorded as finished")
+    assert shown["call"]["attempt"] == 3
+    assert [e["name"] for e in shown["events"]] == [
+        "retry", "retry", "received", "prerun", "postrun"
+    ]  # fmt: skip
+    assert [e["id"] is not None for e in shown["events"]] == [True, True, False, False, False]
 
 
 def test_mesh_exhausted_retries_dead_letter_then_replay(stack: Stack) -> None:
