@@ -323,6 +323,11 @@ class Broker:
         consumer.consume()
         return consumer
 
+    @property
+    def acks_multiple(self) -> bool:
+        """Whether one ack may settle every earlier delivery too (AMQP yes, virtual no)."""
+        return bool(self.connection.transport.driver_type == "amqp")
+
     def drain(self, timeout: float) -> None:
         """Deliver whatever arrives within ``timeout`` seconds to the consumers."""
         try:

@@ -42,6 +42,7 @@ from pyfi.worker import registry
 from pyfi.worker.deadletter import dead_letter_body
 from pyfi.worker.executor import Outcome, execute
 from pyfi.worker.router import downstream
+from pyfi.worker.settlement import ACK, REQUEUE, Settlement, Tag
 from pyfi.worker.telemetry import Telemetry
 from pyfi.workflow.engine import FlowDriver
 
@@ -50,7 +51,6 @@ log = logging.getLogger("pyfi.worker")
 MAX_RETRY_DELAY_S = 3600
 INFRASTRUCTURE_BACKOFF_S = 1.0
 
-ACK, REQUEUE = "ack", "requeue"
 # Messages held per pool thread. Acks are sent by the consuming thread between
 # two reads, so with only one message per thread the pool idles while its
 # finished calls wait to be acknowledged; four (Celery's multiplier too)
@@ -95,7 +95,7 @@ class Worker:
         self._paused = threading.Event()
         self._work: queue.SimpleQueue[tuple[SocketSpec, KombuMessage] | None] = queue.SimpleQueue()
         self._settled: queue.SimpleQueue[tuple[KombuMessage, str]] = queue.SimpleQueue()
-        self._inflight = 0
+        self._settlement = Settlement(batch=False)  # the consuming thread's alone
         self._local = threading.local()
         self._publishers: list[Broker] = []
         self._publishers_lock = threading.Lock()
@@ -132,6 +132,7 @@ class Worker:
             signal.signal(signal.SIGUSR1, self.pause)
             signal.signal(signal.SIGUSR2, self.resume)
         broker = Broker(self.settings.broker_url)
+        self._settlement = Settlement(batch=broker.acks_multiple)
         concurrency = self.options.concurrency
         pool = [
             threading.Thread(target=self._serve, name=f"pyfi-{self.spec.name}_{index}", daemon=True)
@@ -155,17 +156,17 @@ class Worker:
                     self.stop()
                     continue
                 if self._paused.is_set() and consumers:
-                    log.info("paused: no new calls; finishing %d in flight", self._inflight)
+                    log.info("paused: no new calls; finishing %d in flight", len(self._settlement))
                     _cancel(consumers)
                     consumers = []
                 elif not self._paused.is_set() and not consumers:
                     consumers = self._consume(broker)
                     log.info("resumed: consuming %d socket(s)", len(consumers))
-                broker.drain(0.005 if self._inflight else 0.25)
+                broker.drain(0.005 if len(self._settlement) else 0.25)
                 self._settle()
-            log.info("stopping: no new calls; finishing %d in flight", self._inflight)
+            log.info("stopping: no new calls; finishing %d in flight", len(self._settlement))
             _cancel(consumers)
-            while self._inflight:  # graceful: finish, then ack, what was started
+            while len(self._settlement):  # graceful: finish, then ack, what was started
                 self._settle(block=0.05)
         finally:
             for _ in pool:
@@ -192,7 +193,7 @@ class Worker:
                 # Paused between two turns of the loop: the call waits in its queue.
                 delivery.requeue()
                 return
-            self._inflight += 1
+            self._settlement.received(delivery)
             self._work.put((socket, delivery))
 
         return on_message
@@ -214,19 +215,19 @@ class Worker:
             self._settled.put((delivery, action))
 
     def _settle(self, block: float = 0.0) -> None:
+        """Acknowledge (or requeue) every message the pool is done with, runs in one frame."""
+        outcomes: dict[Tag, str] = {}
         while True:
             try:
                 delivery, action = (
                     self._settled.get(timeout=block) if block else (self._settled.get_nowait())
                 )
             except queue.Empty:
-                return
+                break
             block = 0.0
-            self._inflight -= 1
-            if action == ACK:
-                delivery.ack()
-            else:
-                delivery.requeue()
+            outcomes[delivery.delivery_tag] = action
+        if outcomes:
+            self._settlement.settle(outcomes)
 
     def _publisher(self) -> Broker:
         publisher: Broker | None = getattr(self._local, "broker", None)

@@ -1,0 +1,84 @@
+"""Acknowledging a channel's messages in as few frames as their order allows.
+
+Pool threads finish calls in any order; the consuming thread settles them. An
+``ack`` with ``multiple`` set acknowledges every unacknowledged delivery up to
+its tag, so a run of finished messages at the head of the channel costs one
+frame instead of one each. A message whose predecessor is still running is
+acknowledged on its own at once rather than held back: a held acknowledgement
+would keep a prefetch slot busy for as long as a slow call runs.
+
+Only AMQP honours ``multiple``: kombu's virtual transports (the embedded
+filesystem broker) acknowledge the one tag given, so there every message is
+acknowledged on its own (``batch=False``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol
+
+ACK, REQUEUE = "ack", "requeue"
+# AMQP numbers deliveries per channel; kombu's virtual transports use strings.
+Tag = int | str
+
+
+class Delivery(Protocol):
+    """What settling needs of a kombu message."""
+
+    @property
+    def delivery_tag(self) -> Tag: ...
+
+    def ack(self, multiple: bool = False) -> None: ...
+
+    def requeue(self) -> None: ...
+
+
+class Settlement:
+    """The unsettled deliveries of one channel, in the order they arrived."""
+
+    def __init__(self, *, batch: bool) -> None:
+        self._batch = batch
+        self._order: deque[Tag] = deque()
+        self._deliveries: dict[Tag, Delivery] = {}
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def received(self, delivery: Delivery) -> None:
+        """Track ``delivery`` until :meth:`settle` is given its outcome."""
+        self._order.append(delivery.delivery_tag)
+        self._deliveries[delivery.delivery_tag] = delivery
+
+    def settle(self, outcomes: dict[Tag, str]) -> int:
+        """Acknowledge or requeue the deliveries in ``outcomes`` (tag to action).
+
+        Returns
+        -------
+        int
+            How many acknowledgement frames were sent (requeues not counted).
+        """
+        frames = 0
+        run: Delivery | None = None  # the last of a run of acks at the head
+        while self._batch and self._order and self._order[0] in outcomes:
+            tag = self._order.popleft()
+            delivery = self._deliveries.pop(tag)
+            if outcomes.pop(tag) == ACK:
+                run = delivery
+                continue
+            if run is not None:
+                run.ack(multiple=True)
+                frames, run = frames + 1, None
+            delivery.requeue()
+        if run is not None:
+            run.ack(multiple=True)
+            frames += 1
+        for tag, action in outcomes.items():  # finished while an earlier one still runs
+            self._order.remove(tag)
+            delivery = self._deliveries.pop(tag)
+            if action == ACK:
+                delivery.ack()
+                frames += 1
+            else:
+                delivery.requeue()
+        outcomes.clear()
+        return frames
