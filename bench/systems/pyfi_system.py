@@ -101,8 +101,9 @@ class PyfiSystem(System):
     # -- workloads ----------------------------------------------------------
     def roundtrip(self, n: int) -> None:
         client = self._client
-        for message in client.send_many("bench.noop", (([i], {}) for i in range(n))):
-            client.result(message.call_id, 120)
+        sent = client.send_many("bench.noop", (([i], {}) for i in range(n)))
+        if client.results([message.call_id for message in sent], 120) != list(range(n)):
+            raise RuntimeError("W1: wrong results")
 
     def fire_and_forget(self, n: int) -> None:
         key = counter.new_key()

@@ -67,6 +67,18 @@ class ResultBackend(Closeable, ABC):
             If the backend fails.
         """
 
+    def get_many(self, call_ids: Sequence[str]) -> list[str | None]:
+        """The stored outcomes of many calls, in order (``None`` where there is none yet).
+
+        Backends that can answer in one round trip override this.
+
+        Raises
+        ------
+        BackendError
+            If the backend fails.
+        """
+        return [self.get(call_id) for call_id in call_ids]
+
     @abstractmethod
     def wait(self, call_id: str, timeout_s: float) -> str | None:
         """Block until the outcome of a call is stored, or ``timeout_s`` has passed.

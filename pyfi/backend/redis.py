@@ -35,6 +35,7 @@ CONNECT_TIMEOUT_S = 5
 # than this, so a dead server is noticed instead of blocking a waiter forever.
 SOCKET_TIMEOUT_S = 15
 BLPOP_SLICE_S = 10.0
+MGET_SLICE = 1000
 HEALTH_CHECK_INTERVAL_S = 30
 # Shown by CLIENT LIST, so operators can tell pyfi's connections apart.
 CLIENT_NAME = "pyfi-backend"
@@ -117,6 +118,15 @@ class RedisBackend(ResultBackend):
     def get(self, call_id: str) -> str | None:
         with self._translate():
             return _text(self._client.get(_result_key(call_id)))
+
+    def get_many(self, call_ids: Sequence[str]) -> list[str | None]:
+        # MGET in slices, so one huge list is not one huge reply.
+        out: list[str | None] = []
+        with self._translate():
+            for start in range(0, len(call_ids), MGET_SLICE):
+                keys = [_result_key(call_id) for call_id in call_ids[start : start + MGET_SLICE]]
+                out.extend(_text(value) for value in self._client.mget(keys))
+        return out
 
     def wait(self, call_id: str, timeout_s: float) -> str | None:
         deadline = time.monotonic() + timeout_s

@@ -17,7 +17,7 @@ from pyfi.client.connection import connect, disconnect
 from pyfi.client.functions import Signature, Socket
 from pyfi.client.objects import Plug, Processor, ProcessorBase
 from pyfi.client.provenance import call_graph, call_tree, flow_calls, tracking_calls
-from pyfi.client.results import Result
+from pyfi.client.results import Result, gather
 from pyfi.errors import CallFailed, CallTimeout
 
 Function = Socket
@@ -41,6 +41,7 @@ __all__ = [
     "disconnect",
     "flow_calls",
     "funnel",
+    "gather",
     "parallel",
     "pipeline",
     "tracking_calls",

@@ -8,7 +8,8 @@ confirms, and waits on the result backend (no polling of the broker).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pyfi.backend import open_backend
@@ -126,6 +127,39 @@ class Client(Closeable):
         if stored is None:
             raise CallTimeout(call_id, timeout_s)
         return unwrap(stored, call_id)
+
+    def results(self, call_ids: Sequence[str], timeout_s: float) -> list[Any]:
+        """The values of many calls, in order, all within ``timeout_s`` seconds.
+
+        Outcomes already stored are fetched together (one round trip per
+        thousand on Redis); the wait blocks on the first missing one, then
+        fetches again what arrived meanwhile. Fetching 10,000 results costs a
+        few dozen round trips instead of 10,000.
+
+        Raises
+        ------
+        CallFailed
+            One of the calls failed: the first failure in ``call_ids`` order,
+            once every outcome is in.
+        CallTimeout
+            Some outcome was still missing at ``timeout_s`` (the error names one).
+        """
+        deadline = time.monotonic() + timeout_s
+        stored: dict[str, str] = {}
+        missing = list(dict.fromkeys(call_ids))
+        while missing:
+            found = self.backend.get_many(missing)
+            stored.update((call_id, value) for call_id, value in zip(missing, found, strict=True)
+                          if value is not None)  # fmt: skip
+            missing = [call_id for call_id in missing if call_id not in stored]
+            if not missing:
+                break
+            remaining = deadline - time.monotonic()
+            value = self.backend.wait(missing[0], remaining) if remaining > 0 else None
+            if value is None:
+                raise CallTimeout(missing[0], timeout_s)
+            stored[missing.pop(0)] = value
+        return [unwrap(stored[call_id], call_id) for call_id in call_ids]
 
     def close(self) -> None:
         """Release the broker, backend and (if owned) database connections."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from typing import Any
 
 from pyfi.client.calls import Client, unwrap
@@ -76,3 +76,32 @@ class Result:
 
     def __hash__(self) -> int:
         return hash(self.id)
+
+
+def gather(results: Iterable[Result], timeout: float | None = None) -> list[Any]:
+    """The values of many results, in order: ``[r.get() for r in results]``, in bulk.
+
+    What is already stored is fetched together (see :meth:`Client.results`),
+    so gathering thousands of results from ``Socket.map`` costs a few round
+    trips, not one each. ``timeout`` bounds the whole wait (``None``: as long
+    as it takes).
+
+    Raises
+    ------
+    CallFailed
+        The first failed call in ``results`` order, once every outcome is in.
+    CallTimeout
+        Some outcome was still missing at ``timeout``.
+    """
+    handles = list(results)
+    if not handles:
+        return []
+    client = handles[0].client
+    ids = [handle.id for handle in handles]
+    if timeout is not None:
+        return client.results(ids, timeout)
+    while True:  # in slices, so a Ctrl-C or a dead backend is noticed
+        try:
+            return client.results(ids, WAIT_SLICE_S)
+        except CallTimeout:
+            continue

@@ -17,7 +17,7 @@ from pyfi.client.compositions import funnel, parallel, pipeline
 from pyfi.client.connection import connect, disconnect
 from pyfi.client.functions import Socket
 from pyfi.client.functions import Socket as Function
-from pyfi.client.results import Result
+from pyfi.client.results import Result, gather
 from pyfi.db import models
 from pyfi.db.session import Database
 from pyfi.errors import CallFailed, CallTimeout
@@ -211,6 +211,23 @@ def test_map_and_starmap_send_many_calls_at_once(mesh: Stack) -> None:
     assert len({r.id for r in mapped}) == 700
     assert [r.get(timeout=RESULT_TIMEOUT_S) for r in mapped] == list(range(700))
     assert [r.get(timeout=RESULT_TIMEOUT_S) for r in starred] == [0, 2, 4, 6, 8]
+
+
+def test_gather_fetches_many_results_in_order_and_raises_the_first_failure(mesh: Stack) -> None:
+    # Given many calls sent at once, the later ones still running when gathered
+    identity, slow = Socket("probe.identity"), Socket("probe.slow_once")
+    mixed = [*identity.map(range(1200)), slow("slow", 0.5), *identity.map(["tail"])]
+    # When their results are gathered, then every value comes back, in order
+    assert gather(mixed, timeout=RESULT_TIMEOUT_S) == [*range(1200), "slow", "tail"]
+    # And with a failing call among them, its failure is raised once all are in
+    failing = [*identity.map(range(3)), Socket("probe.broken")("bad"), identity(3)]
+    with pytest.raises(CallFailed, match="broken on 'bad'") as raised:
+        gather(failing, timeout=RESULT_TIMEOUT_S)
+    assert raised.value.call_id == failing[3].id
+    # And a call that cannot finish in time ends the wait with a timeout
+    with pytest.raises(CallTimeout):
+        gather([identity(4), slow("late", 3)], timeout=0.5)
+    assert gather([]) == []
 
 
 def test_pipeline_calls_form_a_chain_in_the_call_records(mesh: Stack) -> None:
