@@ -3,19 +3,26 @@
 Workers and clients read the database once (at start, or when the model
 changes) and then work from these frozen values, so the per-message path
 never touches the database.
+
+Importing this module loads no database code: the worker's modules need
+only the values, and the loaders import what they use when they run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from typing import TYPE_CHECKING, Any
 
 from pyfi.broker.topology import SocketRoute, queue_arguments
-from pyfi.db import models
-from pyfi.db.enums import PlugType
-from pyfi.objects.lookup import get_by_name
+from pyfi.db.enums import PlugType, QueueType
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, FromClause
+    from sqlalchemy.orm import Session
+    from sqlalchemy.sql.elements import KeyedColumnElement
+
+    from pyfi.db import models
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class ProcessorSpec:
     retries: int
     retry_delay_s: int
     sockets: tuple[SocketSpec, ...]
+    # Calls run at once unless the worker is told otherwise.
+    concurrency: int = 1
 
 
 def route_of(socket: models.Socket) -> SocketRoute:
@@ -74,60 +83,148 @@ def route_of(socket: models.Socket) -> SocketRoute:
 
 def load_route(session: Session, socket_name: str) -> SocketRoute:
     """The route of the socket called ``socket_name``."""
+    from pyfi.db import models
+    from pyfi.objects.lookup import get_by_name
+
     return route_of(get_by_name(session, models.Socket, socket_name))
 
 
-def _socket_options() -> list[object]:
-    return [
-        selectinload(models.Socket.queue),
-        selectinload(models.Socket.task),
-        selectinload(models.Socket.incoming).selectinload(models.Plug.argument),
-        selectinload(models.Socket.outgoing).selectinload(models.Plug.argument),
-        selectinload(models.Socket.outgoing)
-        .selectinload(models.Plug.target)
-        .selectinload(models.Socket.queue),
-    ]
+def load_processor(connection: Connection | Session, name: str) -> ProcessorSpec:
+    """The runtime view of a processor and every enabled socket it hosts.
 
+    Plain selects, no ORM objects: a starting worker waits on this, and
+    loading the same rows as objects (mapper set-up, one query per
+    relationship) took several times as long.
 
-def socket_spec(socket: models.Socket) -> SocketSpec:
-    """The runtime view of one socket."""
-    joined = sorted({p.argument.name for p in socket.incoming if p.argument and p.enabled})
-    outgoing = tuple(
-        PlugSpec(
-            name=plug.name,
-            type=plug.type,
-            target=plug.target.name,
-            target_route=route_of(plug.target),
-            argument=plug.argument.name if plug.argument else None,
+    Raises
+    ------
+    ProcessorNotFound
+        No processor is called ``name``.
+    """
+    from sqlalchemy import select
+
+    from pyfi.errors import ProcessorNotFound
+
+    processors, sockets, tasks, queues, plugs, arguments = _tables()
+    processor = connection.execute(
+        select(
+            processors.c.id,
+            processors.c.name,
+            processors.c.module,
+            processors.c.retries,
+            processors.c.retry_delay,
+            processors.c.concurrency,
+        ).where(processors.c.name == name)
+    ).one_or_none()
+    if processor is None:
+        raise ProcessorNotFound(name, "see `flow ls processors` for the existing ones")
+
+    rows = connection.execute(
+        select(sockets.c.id, sockets.c.name, sockets.c.wait, tasks.c.name, *_queue_columns(queues))
+        .join_from(sockets, tasks, sockets.c.task_id == tasks.c.id)
+        .join(queues, sockets.c.queue_id == queues.c.id)
+        .where(sockets.c.processor_id == processor.id, sockets.c.enabled.is_(True))
+        .order_by(sockets.c.name)
+    ).all()
+
+    source, target, target_queue = sockets.alias("source"), sockets.alias("target"), queues.alias()
+    outgoing: dict[Any, list[PlugSpec]] = {}
+    for plug in connection.execute(
+        select(
+            plugs.c.source_id,
+            plugs.c.name,
+            plugs.c.type,
+            arguments.c.name,
+            target.c.name,
+            *_queue_columns(target_queue),
         )
-        for plug in socket.outgoing
-        if plug.enabled
-    )
-    return SocketSpec(
-        name=socket.name,
-        id=str(socket.id),
-        task=socket.task.name,
-        queue=socket.queue.name,
-        route=route_of(socket),
-        wait=socket.wait,
-        join_arguments=tuple(joined),
-        outgoing=outgoing,
-    )
+        .join_from(plugs, source, plugs.c.source_id == source.c.id)
+        .join(target, plugs.c.target_id == target.c.id)
+        .join(target_queue, target.c.queue_id == target_queue.c.id)
+        .outerjoin(arguments, plugs.c.argument_id == arguments.c.id)
+        .where(
+            source.c.processor_id == processor.id,
+            source.c.enabled.is_(True),
+            plugs.c.enabled.is_(True),
+        )
+        .order_by(plugs.c.name)
+    ):
+        source_id, plug_name, plug_type, argument, target_name, *queue = plug
+        outgoing.setdefault(source_id, []).append(
+            PlugSpec(
+                name=plug_name,
+                type=PlugType(plug_type),
+                target=target_name,
+                target_route=_route(target_name, queue),
+                argument=argument,
+            )
+        )
 
+    joined: dict[Any, set[str]] = {}
+    for target_id, argument in connection.execute(
+        select(plugs.c.target_id, arguments.c.name)
+        .join_from(plugs, target, plugs.c.target_id == target.c.id)
+        .join(arguments, plugs.c.argument_id == arguments.c.id)
+        .where(
+            target.c.processor_id == processor.id,
+            target.c.enabled.is_(True),
+            plugs.c.enabled.is_(True),
+        )
+    ):
+        joined.setdefault(target_id, set()).add(argument)
 
-def load_processor(session: Session, name: str) -> ProcessorSpec:
-    """The runtime view of a processor and every enabled socket it hosts."""
-    processor = get_by_name(session, models.Processor, name)
-    sockets = session.scalars(
-        select(models.Socket)
-        .where(models.Socket.processor_id == processor.id, models.Socket.enabled.is_(True))
-        .options(*_socket_options())  # type: ignore[arg-type]
-        .order_by(models.Socket.name)
-    )
     return ProcessorSpec(
         name=processor.name,
         module=processor.module,
         retries=processor.retries,
         retry_delay_s=processor.retry_delay,
-        sockets=tuple(socket_spec(s) for s in sockets),
+        concurrency=processor.concurrency,
+        sockets=tuple(
+            SocketSpec(
+                name=socket_name,
+                id=str(socket_id),
+                task=task,
+                queue=queue[0],
+                route=_route(socket_name, queue),
+                wait=wait,
+                join_arguments=tuple(sorted(joined.get(socket_id, ()))),
+                outgoing=tuple(outgoing.get(socket_id, ())),
+            )
+            for socket_id, socket_name, wait, task, *queue in rows
+        ),
+    )
+
+
+def _tables() -> tuple[FromClause, ...]:
+    from pyfi.db import models
+
+    return (
+        models.Processor.__table__,
+        models.Socket.__table__,
+        models.Task.__table__,
+        models.Queue.__table__,
+        models.Plug.__table__,
+        models.Argument.__table__,
+    )
+
+
+def _queue_columns(queues: FromClause) -> list[KeyedColumnElement[Any]]:
+    """The columns of a queue row that :func:`_route` reads, in its order."""
+    c = queues.c
+    return [c.name, c.type, c.durable, c.max_length, c.max_length_bytes, c.message_ttl, c.expires]
+
+
+def _route(socket: str, queue: Sequence[Any]) -> SocketRoute:
+    name, exchange_type, durable, max_length, max_length_bytes, message_ttl, expires = queue
+    return SocketRoute(
+        socket=socket,
+        exchange=name,
+        exchange_type=QueueType(exchange_type).value,
+        durable=durable,
+        arguments=queue_arguments(
+            max_length=max_length,
+            max_length_bytes=max_length_bytes,
+            message_ttl=message_ttl,
+            expires=expires,
+        ),
     )

@@ -9,11 +9,53 @@ from typing import Any
 import click
 
 from pyfi import __version__
-from pyfi.cli.context import CliContext, FlowGroup
+from pyfi.cli.context import CliContext, LazyCommand, LazyFlowGroup
+
+# Every sub-command, imported only when it runs (see LazyFlowGroup): `flow
+# worker start` must not pay for the ORM models that `flow ls` needs. The help
+# is each command's short help; tests/cli/test_lazy_commands.py keeps it in step.
+COMMANDS: dict[str, LazyCommand] = {
+    "add": ("pyfi.cli.objects", "add_group", "Add an object to the database."),
+    "agent": (
+        "pyfi.cli.agent",
+        "agent_group",
+        "Run the agent that deploys processors and supervises workers on this host.",
+    ),
+    "compose": (
+        "pyfi.cli.compose",
+        "compose_group",
+        "Apply a network declared in a file, or export the network to one.",
+    ),
+    "config": ("pyfi.cli.config", "config_group", "Show the effective configuration."),
+    "db": ("pyfi.cli.db", "db_group", "Database operations."),
+    "delete": ("pyfi.cli.objects", "delete_group", "Delete an object from the database."),
+    "dlq": ("pyfi.cli.dlq", "dlq_group", "Dead-letter queues: failed and unreadable calls."),
+    "listen": (
+        "pyfi.cli.listen",
+        "listen",
+        "Print the live events of a processor as they happen (Ctrl-C to stop).",
+    ),
+    "ls": ("pyfi.cli.listing", "ls_group", "List database objects and their relations."),
+    "proc": ("pyfi.cli.proc", "proc_group", "Run or manage processors."),
+    "task": ("pyfi.cli.task", "task_group", "Run tasks (calls of socket functions)."),
+    "update": ("pyfi.cli.objects", "update_group", "Update a database object."),
+    "validate": (
+        "pyfi.cli.validate",
+        "validate",
+        "Check the network: cycles, arguments a function does not take, joins never fed.",
+    ),
+    "whoami": (
+        "pyfi.cli.whoami",
+        "whoami",
+        "Print the current database user (the owner of rows you create).",
+    ),
+    "worker": ("pyfi.cli.worker", "worker_group", "Run pyfi workers."),
+}
 
 
 @click.group(
-    cls=FlowGroup,
+    cls=LazyFlowGroup,
+    lazy_commands=COMMANDS,
     invoke_without_command=True,
     context_settings={"help_option_names": ["--help"], "max_content_width": 100},
 )
@@ -47,44 +89,6 @@ def cli(ctx: click.Context, /, write_config: bool, **options: Any) -> None:
         ctx.exit(0)
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
-
-
-def _register() -> None:
-    from pyfi.cli.agent import agent_group
-    from pyfi.cli.compose import compose_group
-    from pyfi.cli.config import config_group
-    from pyfi.cli.db import db_group
-    from pyfi.cli.dlq import dlq_group
-    from pyfi.cli.listen import listen
-    from pyfi.cli.listing import ls_group
-    from pyfi.cli.objects import add_group, delete_group, update_group
-    from pyfi.cli.proc import proc_group
-    from pyfi.cli.task import task_group
-    from pyfi.cli.validate import validate
-    from pyfi.cli.whoami import whoami
-    from pyfi.cli.worker import worker_group
-
-    for command in (
-        agent_group,
-        compose_group,
-        config_group,
-        db_group,
-        dlq_group,
-        add_group,
-        update_group,
-        delete_group,
-        ls_group,
-        listen,
-        proc_group,
-        task_group,
-        validate,
-        whoami,
-        worker_group,
-    ):
-        cli.add_command(command)
-
-
-_register()
 
 
 def main() -> None:

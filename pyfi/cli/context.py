@@ -7,19 +7,22 @@ else (fix the environment). Tracebacks are shown only with ``--debug``.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property, update_wrapper
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from sqlalchemy.orm import Session
 
 from pyfi.config import Settings, load_settings
 from pyfi.errors import FlowError, UserError
+
+if TYPE_CHECKING:  # the ORM is slow to import, and many commands never need it
+    from sqlalchemy.orm import Session
 
 EXIT_USER_ERROR = 2
 EXIT_SYSTEM_ERROR = 1
@@ -133,6 +136,68 @@ class FlowGroup(click.Group):
             raise FlowCliError(
                 f"unexpected {type(exc).__name__}: {first} (rerun with --debug for the traceback)"
             ) from exc
+
+
+# A lazily loaded command: its module, the attribute holding it, its short help.
+LazyCommand = tuple[str, str, str]
+
+
+class LazyFlowGroup(FlowGroup):
+    """A :class:`FlowGroup` that imports each sub-command's module only when it runs.
+
+    Importing every sub-command (the ORM models, the network compiler,
+    password hashing...) took longer than most commands take to run, and a
+    starting worker paid for all of it; so commands are named in a table
+    instead: ``name -> (module, attribute, short help)``. The short help is
+    kept in the table so that ``flow --help`` lists every command without
+    importing one.
+    """
+
+    def __init__(self, *args: Any, lazy_commands: Mapping[str, LazyCommand], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = dict(lazy_commands)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(self.lazy_commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in self.lazy_commands:
+            module, attribute, _help = self.lazy_commands[cmd_name]
+            command = getattr(importlib.import_module(module), attribute)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{module}.{attribute} is not a click command")
+            self.add_command(command, cmd_name)
+        return command
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            # click (8.4 and later) suggests close names from the loaded
+            # commands only; suggest from all of them.
+            no_such = getattr(click.exceptions, "NoSuchCommand", None)
+            if no_such is None or not isinstance(exc, no_such):
+                raise
+            raise no_such(
+                exc.command_name, possibilities=self.list_commands(ctx), ctx=ctx
+            ) from None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows: list[tuple[str, click.Command]] = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name)
+            if command is None:  # not imported: a stand-in carrying only its help
+                command = click.Command(name, help=self.lazy_commands[name][2])
+            if not command.hidden:
+                rows.append((name, command))
+        if rows:
+            # As click's own listing: three times the default spacing.
+            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, c.get_short_help_str(limit)) for name, c in rows])
 
 
 def _debugging(ctx: click.Context) -> bool:

@@ -67,7 +67,7 @@ def start(
     events: bool,
 ) -> None:
     """Consume every socket of a processor until stopped (SIGTERM drains, then exits)."""
-    from pyfi.worker.factory import build_worker
+    from pyfi.worker.factory import build_worker, record_signatures_once_consuming
     from pyfi.worker.worker import WorkerOptions
 
     configure_logging(flow)
@@ -79,6 +79,9 @@ def start(
         record=record,
         events=events,
     )
-    worker = build_worker(flow.settings, flow.database, processor_name, options)
+    worker = build_worker(
+        flow.settings, flow.database, processor_name, options, record_signatures=False
+    )
     flow.database.dispose()  # the worker's hot path never uses this connection
+    record_signatures_once_consuming(worker, flow.database)
     worker.run()

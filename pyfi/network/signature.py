@@ -19,15 +19,16 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
-
-from pyfi.db import models
-from pyfi.db.session import Database
 from pyfi.errors import FlowError
-from pyfi.wiring import ProcessorSpec
+
+if TYPE_CHECKING:  # clients inspect functions too, and need no database code for it
+    from sqlalchemy.orm import Session
+
+    from pyfi.db import models
+    from pyfi.db.session import Database
+    from pyfi.wiring import ProcessorSpec
 
 log = logging.getLogger("pyfi.worker")
 
@@ -121,6 +122,8 @@ def record_signature(
         True if anything was written; False (and the session untouched) when
         the stored signature and source already match.
     """
+    from pyfi.db import models
+
     wanted: dict[str, _Stored] = {p.name: (p.position, p.kind, p.required) for p in parameters}
     capped = cap_source(source) if source is not None else None
     existing = {argument.name: argument for argument in task.arguments}
@@ -158,6 +161,8 @@ def record_processor_signatures(
     returns them). A worker can serve its calls without this record, so a
     database failure is logged as a warning and never raised.
     """
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         with database.transaction() as session:
             recorded = _record_all(session, spec, functions)
@@ -178,6 +183,8 @@ def _record_all(
     session: Session, spec: ProcessorSpec, functions: Mapping[str, Callable[..., Any]]
 ) -> list[str]:
     """The names of the tasks whose record changed."""
+    from pyfi.db import models
+
     recorded: list[str] = []
     done: set[uuid.UUID] = set()
     for socket_spec in spec.sockets:

@@ -2,43 +2,55 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyfi.backend import open_backend
 from pyfi.config import Settings
-from pyfi.db import models
-from pyfi.db.session import Database
 from pyfi.errors import InvalidValue
-from pyfi.network.signature import record_processor_signatures
-from pyfi.objects.lookup import get_by_name
 from pyfi.wiring import ProcessorSpec, load_processor
 from pyfi.worker.telemetry import Sink, Telemetry
 from pyfi.worker.worker import Worker, WorkerOptions
 
+if TYPE_CHECKING:
+    from pyfi.db.session import Database
+
+log = logging.getLogger("pyfi.worker")
+
 
 def build_worker(
-    settings: Settings, database: Database, processor: str, options: WorkerOptions
+    settings: Settings,
+    database: Database,
+    processor: str,
+    options: WorkerOptions,
+    *,
+    record_signatures: bool = True,
 ) -> Worker:
     """A ready-to-run worker for ``processor``.
 
     Also records the signature of each socket's function on its task, which
     writes nothing when it is already recorded (and only warns if it fails).
+    ``record_signatures=False`` leaves that to the caller, which can do it
+    once the worker consumes (:func:`record_signatures_once_consuming`) so
+    that queued calls do not wait on it.
 
     Raises
     ------
     InvalidValue
         The processor has no enabled sockets: there would be nothing to consume.
     """
-    with database.transaction() as session:
-        spec = load_processor(session, processor)
-        default_concurrency = get_by_name(session, models.Processor, processor).concurrency
+    # A plain connection, not a session: the spec is read-only, and a session
+    # would first ask the database who we are.
+    with database.connect() as connection:
+        spec = load_processor(connection, processor)
     if not spec.sockets:
         raise InvalidValue(
             f"processor {processor!r} has no enabled sockets; add one with `flow add socket`"
         )
     if not options.concurrency:
-        options = replace(options, concurrency=default_concurrency)
+        options = replace(options, concurrency=spec.concurrency)
     worker = Worker(
         settings,
         spec,
@@ -46,10 +58,47 @@ def build_worker(
         backend=open_backend(settings.backend_url),
         telemetry=build_telemetry(settings, spec, record=options.record, events=options.events),
     )
+    if record_signatures:
+        _record_signatures(worker, database)
+    return worker
+
+
+def record_signatures_once_consuming(worker: Worker, database: Database) -> threading.Thread:
+    """Record the worker's function signatures in the background, once it consumes.
+
+    Recording reads each task and its arguments, and the functions' source
+    files: work that no call needs, so it waits until consuming has begun
+    and calls already queued do not wait for it.
+    The thread is a daemon: a worker stopping straight away does not wait
+    for it, and a record it does not finish is made on the next start.
+    Afterwards the database's pooled connections are closed: the worker
+    has no other use for them.
+    """
+
+    def record() -> None:
+        worker.ready.wait()
+        try:
+            _record_signatures(worker, database)
+        except Exception:  # a thread's failure would only print; the worker must go on
+            log.warning(
+                "could not record the function signatures of processor %s",
+                worker.spec.name,
+                exc_info=True,
+            )
+        finally:
+            database.dispose()
+
+    thread = threading.Thread(target=record, name="pyfi-signatures", daemon=True)
+    thread.start()
+    return thread
+
+
+def _record_signatures(worker: Worker, database: Database) -> None:
     # The worker holds the real functions now: record their signatures, so
     # that `flow validate` and `flow add plug` can check arguments against them.
-    record_processor_signatures(database, spec, worker.functions)
-    return worker
+    from pyfi.network.signature import record_processor_signatures
+
+    record_processor_signatures(database, worker.spec, worker.functions)
 
 
 def build_telemetry(
