@@ -109,6 +109,7 @@ class Run:
         self.w5 = Figure(f"W5 {n['W5']} funnels x{n['W5_width']}", "s", False)
         self.w6 = Figure(f"W6 {n['W6']} through 3-socket chain", "msgs/s", True)
         self.w7_first = Figure("W7 worker start to first call", "s", False)
+        self.w7_spec = Figure("W7 same, spec handed over (agent)", "s", False)
         self.w7_redeploy = Figure("W7 agent redeploy, cached venv", "s", False)
         self.w8 = Figure("W8 W1 provenance off/on", "ratio", False)
         self.raw = Figure(f"raw {n['raw']} publish+consume+ack", "msgs/s", True)
@@ -116,7 +117,7 @@ class Run:
     def figures(self) -> list[Figure]:
         return [
             self.w1, self.w2, *self.w3.values(), self.w4, self.w5, self.w6,
-            self.w7_first, self.w7_redeploy, self.w8, self.raw,
+            self.w7_first, self.w7_spec, self.w7_redeploy, self.w8, self.raw,
         ]  # fmt: skip
 
     def measure(self, system: System, log: Callable[[str], None]) -> None:
@@ -205,6 +206,7 @@ def measure_pyfi_extras(
                 if provenance:
                     log("pyfi: W7 first call")
                     run.w7_first.add("pyfi", system.first_call_s())
+                    run.w7_spec.add("pyfi", system.first_call_s(from_spec=True))
             finally:
                 system.stop()
         # Above 1: recording costs that fraction of throughput.

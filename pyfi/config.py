@@ -285,33 +285,36 @@ def normalise_database_url(url: str, where: str) -> str:
     """Validate a database URI and pin PostgreSQL to the psycopg 3 driver.
 
     ``postgresql://`` and ``postgres://`` would otherwise select psycopg2,
-    which pyfi does not install.
+    which pyfi does not install. Parsed with the standard library: every
+    command reads its settings, and most never need SQLAlchemy.
     """
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     hint = "expected e.g. postgresql://user@host:5432/pyfi or sqlite:////path/to/pyfi.sqlite"
-    if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://") :]
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
+    match = _DATABASE_URL.match(url)
+    if match is None:
         raise ConfigurationError(
             f"the database URI from {where} is malformed: {mask_url(url)!r}; {hint}"
-        ) from exc
-    backend = parsed.get_backend_name()
+        )
+    scheme, rest = match.group("scheme"), match.group("rest")
+    backend, _, driver = scheme.partition("+")
+    if backend == "postgres":
+        backend = "postgresql"
     if backend not in DATABASE_SCHEMES:
         raise ConfigurationError(
             f"the database URI from {where} uses {backend!r}, which pyfi does not support; {hint}"
         )
     if backend == "postgresql":
-        if parsed.drivername in ("postgresql", "postgresql+psycopg2"):
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        if not parsed.host and not parsed.query.get("host"):
+        if driver in ("", "psycopg2"):
+            driver = "psycopg"
+        parts = urlsplit(f"{backend}://{rest}")
+        if not parts.hostname and "host=" not in parts.query:
             raise ConfigurationError(
                 f"the database URI from {where} names no host: {mask_url(url)!r}; {hint}"
             )
-    return parsed.render_as_string(hide_password=False)
+    return f"{backend}+{driver}://{rest}" if driver else f"{backend}://{rest}"
+
+
+# ``dialect[+driver]://rest``, as SQLAlchemy's URLs are written.
+_DATABASE_URL = re.compile(r"^(?P<scheme>[A-Za-z][\w.]*(?:\+[\w.]+)?)://(?P<rest>.*)$", re.DOTALL)
 
 
 def validate_url(url: str, schemes: tuple[str, ...], key: str, where: str) -> str:

@@ -10,8 +10,9 @@ only the values, and the loaders import what they use when they run.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from pyfi.broker.topology import SocketRoute, queue_arguments
@@ -62,6 +63,83 @@ class ProcessorSpec:
     sockets: tuple[SocketSpec, ...]
     # Calls run at once unless the worker is told otherwise.
     concurrency: int = 1
+
+
+# Bumped when the JSON form of a spec changes incompatibly.
+SPEC_FORMAT = 1
+
+
+def spec_to_json(spec: ProcessorSpec) -> str:
+    """``spec`` as JSON, for an agent to hand a worker it starts.
+
+    The agent has just read the model; a worker given this reads nothing
+    before it consumes, so it starts without loading any database code.
+    """
+    return json.dumps({"format": SPEC_FORMAT, "spec": asdict(spec)}, separators=(",", ":"))
+
+
+def spec_from_json(text: str) -> ProcessorSpec:
+    """The spec :func:`spec_to_json` wrote.
+
+    Raises
+    ------
+    InvalidValue
+        ``text`` is not such a spec, or one of another format.
+    """
+    from pyfi.errors import InvalidValue
+
+    try:
+        document = json.loads(text)
+        if document.get("format") != SPEC_FORMAT:
+            raise InvalidValue(
+                f"processor spec format {document.get('format')!r}; this pyfi reads "
+                f"format {SPEC_FORMAT}: start the worker with --processor instead"
+            )
+        raw = document["spec"]
+        return ProcessorSpec(
+            name=raw["name"],
+            module=raw["module"],
+            retries=int(raw["retries"]),
+            retry_delay_s=int(raw["retry_delay_s"]),
+            concurrency=int(raw["concurrency"]),
+            sockets=tuple(_socket_from(item) for item in raw["sockets"]),
+        )
+    except InvalidValue:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise InvalidValue(f"not a processor spec: {type(exc).__name__}: {exc}") from exc
+
+
+def _route_from(raw: dict[str, Any]) -> SocketRoute:
+    return SocketRoute(
+        socket=raw["socket"],
+        exchange=raw["exchange"],
+        exchange_type=raw["exchange_type"],
+        durable=bool(raw["durable"]),
+        arguments=dict(raw["arguments"]),
+    )
+
+
+def _socket_from(raw: dict[str, Any]) -> SocketSpec:
+    return SocketSpec(
+        name=raw["name"],
+        id=raw["id"],
+        task=raw["task"],
+        queue=raw["queue"],
+        route=_route_from(raw["route"]),
+        wait=bool(raw["wait"]),
+        join_arguments=tuple(raw["join_arguments"]),
+        outgoing=tuple(
+            PlugSpec(
+                name=plug["name"],
+                type=PlugType(plug["type"]),
+                target=plug["target"],
+                target_route=_route_from(plug["target_route"]),
+                argument=plug["argument"],
+            )
+            for plug in raw["outgoing"]
+        ),
+    )
 
 
 def route_of(socket: models.Socket) -> SocketRoute:

@@ -86,11 +86,9 @@ class CelerySystem(System):
     def roundtrip(self, n: int) -> None:
         noop = self.tasks.noop
         results = [noop.delay(i) for i in range(n)]
-        # Celery's bulk fetch (MGET on Redis), as pyfi's W1 uses Client.results.
-        from celery.result import ResultSet
-
-        values = ResultSet(results, app=self.tasks.app).join_native(timeout=TIMEOUT, interval=0.05)
-        if values != list(range(n)):
+        # One get() per result: Celery's bulk ResultSet.join_native (MGET
+        # polling) measured slower here (472 against 796 calls/s).
+        if _values(results) != list(range(n)):
             raise RuntimeError("W1: wrong results")
 
     def fire_and_forget(self, n: int) -> None:

@@ -71,9 +71,9 @@ class PyfiSystem(System):
 
         self._client = Client(load_settings({}, self.env))
 
-    def spawn_worker(self, index: int) -> subprocess.Popen[bytes]:
+    def spawn_worker(self, index: int, *extra: str) -> subprocess.Popen[bytes]:
         log = self.services.workdir / f"pyfi-worker-{index}.log"
-        flags = [] if self.provenance else ["--no-record", "--no-events"]
+        flags = [*extra] if self.provenance else [*extra, "--no-record", "--no-events"]
         with log.open("wb") as output:
             return subprocess.Popen(
                 [FLOW, "worker", "start", "-p", PROCESSOR, "--path", str(ROOT),
@@ -145,13 +145,25 @@ class PyfiSystem(System):
         counter.wait_count(self.services.redis_url, key, n, 300)
 
     # -- W7 ---------------------------------------------------------------
-    def first_call_s(self) -> float:
-        """From starting a worker process to the first call executed (already queued)."""
+    def first_call_s(self, *, from_spec: bool = False) -> float:
+        """From starting a worker process to the first call executed (already queued).
+
+        ``from_spec``: started as an agent starts it, handed the processor's
+        spec in a file, instead of reading the model itself.
+        """
         self.stop()
         client = _fresh_client(self.env)
+        extra: list[str] = []
+        if from_spec:
+            from pyfi.wiring import load_processor, spec_to_json
+
+            spec_file = self.services.workdir / "bench.spec.json"
+            with client.database.connect() as connection:
+                spec_file.write_text(spec_to_json(load_processor(connection, PROCESSOR)))
+            extra = ["--spec", str(spec_file)]
         call = client.send("bench.noop", ["first"])
         start = time.perf_counter()
-        process = self.spawn_worker(0)
+        process = self.spawn_worker(0, *extra)
         try:
             client.result(call.call_id, 60)
             return time.perf_counter() - start

@@ -30,6 +30,7 @@ from pyfi.db import models
 from pyfi.db.enums import AgentStatus, DeploymentStatus, ProcessorStatus, WorkerStatus
 from pyfi.db.session import Database
 from pyfi.errors import FlowError
+from pyfi.wiring import load_processor, spec_to_json
 
 log = logging.getLogger("pyfi.agent")
 
@@ -55,7 +56,9 @@ class Agent:
         self.options = options
         self.database = Database(settings.database_url)
         self.agent_id: uuid.UUID | None = None
-        self.supervisor = Supervisor(self._worker_env(), options.workdir / "logs")
+        self.supervisor = Supervisor(
+            self._worker_env(), options.workdir / "logs", describe=self._describe
+        )
         self._stop = threading.Event()
         self._deployed: dict[tuple[str, str, str | None, str | None], Any] = {}
         self._failed: dict[str, str] = {}
@@ -178,6 +181,15 @@ class Agent:
         self.supervisor.apply(specs)
         self.supervisor.poll()
         self._record_workers(specs, self.supervisor.reap())
+
+    def _describe(self, processor: str) -> str | None:
+        """The processor's spec for a worker about to start; None to let it read the model."""
+        try:
+            with self.database.connect() as connection:
+                return spec_to_json(load_processor(connection, processor))
+        except Exception as exc:  # the worker can still read it itself
+            log.warning("could not read the spec of %s for its worker: %s", processor, exc)
+            return None
 
     def _deploy(self, share: placement.Share) -> Any:
         """The processor's interpreter and commit, deploying it when needed."""

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -66,9 +67,21 @@ class Group:
 class Supervisor:
     """Keeps each processor's worker processes as the agent's placement says."""
 
-    def __init__(self, env: dict[str, str], logdir: Path) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        logdir: Path,
+        describe: Callable[[str], str | None] | None = None,
+    ) -> None:
+        """Supervise workers that log into ``logdir``.
+
+        ``describe(processor)`` returns the processor's spec as JSON (or None);
+        each worker started is handed the spec current at its start, so it
+        consumes without reading the model first.
+        """
         self.env = env
         self.logdir = logdir
+        self.describe = describe
         self.groups: dict[str, Group] = {}
         # Processes told to drain, by processor: their exit is reported too.
         self._draining: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -165,6 +178,13 @@ class Supervisor:
             "--path",
             str(spec.checkout),
         ]
+        described = self.describe(spec.processor) if self.describe is not None else None
+        if described is not None:
+            spec_path = self.logdir / f"{spec.processor}.spec.json"
+            partial = spec_path.with_suffix(".partial")
+            partial.write_text(described)
+            partial.replace(spec_path)  # a starting worker never reads half a file
+            command += ["--spec", str(spec_path)]
         with log_path.open("ab") as output:  # the child keeps its own descriptor
             process = subprocess.Popen(
                 command,

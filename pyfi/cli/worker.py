@@ -15,7 +15,16 @@ def worker_group() -> None:
 
 
 @worker_group.command("start")
-@click.option("-p", "--processor", "processor_name", required=True, help="Processor to serve.")
+@click.option("-p", "--processor", "processor_name", default=None, help="Processor to serve.")
+@click.option(
+    "--spec",
+    "spec_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Serve the processor described in this file (written by the agent that starts "
+    "the worker) instead of reading the model: the worker consumes without first "
+    "loading any database code.",
+)
 @click.option(
     "-c",
     "--concurrency",
@@ -58,7 +67,8 @@ def worker_group() -> None:
 @pass_flow
 def start(
     flow: CliContext,
-    processor_name: str,
+    processor_name: str | None,
+    spec_file: Path | None,
     concurrency: int | None,
     path: Path | None,
     result_ttl: int,
@@ -67,8 +77,17 @@ def start(
     events: bool,
 ) -> None:
     """Consume every socket of a processor until stopped (SIGTERM drains, then exits)."""
-    from pyfi.worker.factory import build_worker, record_signatures_once_consuming
+    from pyfi.errors import InvalidValue
+    from pyfi.wiring import spec_from_json
+    from pyfi.worker.factory import (
+        build_worker,
+        build_worker_from_spec,
+        record_signatures_once_consuming,
+    )
     from pyfi.worker.worker import WorkerOptions
+
+    if spec_file is None and processor_name is None:
+        raise click.UsageError("name the processor to serve with --processor")
 
     configure_logging(flow)
     options = WorkerOptions(
@@ -79,9 +98,19 @@ def start(
         record=record,
         events=events,
     )
-    worker = build_worker(
-        flow.settings, flow.database, processor_name, options, record_signatures=False
-    )
-    flow.database.dispose()  # the worker's hot path never uses this connection
-    record_signatures_once_consuming(worker, flow.database)
+    if spec_file is not None:
+        spec = spec_from_json(spec_file.read_text())
+        if processor_name is not None and processor_name != spec.name:
+            raise InvalidValue(
+                f"{spec_file} describes processor {spec.name!r}, not {processor_name!r}"
+            )
+        worker = build_worker_from_spec(flow.settings, spec, options)
+        record_signatures_once_consuming(worker, lambda: flow.database)
+    else:
+        assert processor_name is not None
+        worker = build_worker(
+            flow.settings, flow.database, processor_name, options, record_signatures=False
+        )
+        flow.database.dispose()  # the worker's hot path never uses this connection
+        record_signatures_once_consuming(worker, flow.database)
     worker.run()

@@ -13,11 +13,10 @@ import sys
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pyfi.db.enums import CallState, EventName
-from pyfi.db.types import utcnow
 
 # How far into the buffer a full buffer looks for a non-final call to drop
 # before it gives up and drops the oldest call, final or not. Bounded so the
@@ -92,7 +91,7 @@ class PendingCall:
         self.values = values
         self.first_seq = seq
         self.count = 1  # records merged into this entry
-        self.created = utcnow()  # the first sighting, kept by the upsert
+        self.created = datetime.now(UTC)  # the first sighting, kept by the upsert
 
 
 class PendingEvent:

@@ -15,17 +15,19 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
-from pyfi.config import mask_url
+from pyfi.config import mask_url, normalise_database_url
 from pyfi.db.enums import EventName
-from pyfi.db.session import Database
-from pyfi.errors import ConfigurationError, InvalidValue
+from pyfi.errors import InvalidValue
 from pyfi.recorder.buffer import Batch, Buffer, CallUpdate, PendingCall, PendingEvent, values_of
-from pyfi.recorder.writer import Statements, describe, is_transient, write
 from pyfi.resources import Closeable
+
+# The database side (SQLAlchemy, the models, the statements) is imported by the
+# writer thread when it first writes: a worker starts consuming without it.
+if TYPE_CHECKING:
+    from pyfi.db.session import Database
+    from pyfi.recorder.writer import Statements
 
 log = logging.getLogger("pyfi.recorder")
 
@@ -94,17 +96,12 @@ class CallRecorder(Closeable):
         ):
             if value <= 0:
                 raise InvalidValue(f"{label} must be positive, not {value!r}")
-        try:
-            backend = make_url(database_url).get_backend_name()
-        except ArgumentError as exc:
-            raise ConfigurationError(f"invalid database URL {mask_url(database_url)}") from exc
-        if backend not in ("postgresql", "sqlite"):
-            raise ConfigurationError(f"calls are recorded in PostgreSQL or SQLite, not {backend}")
+        normalise_database_url(database_url, "the recorder's database_url")
         self.database_url = database_url
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.retry_max_s = retry_max_s
-        self._statements = Statements(backend)
+        self._statements: Statements | None = None
         self._database: Database | None = None
         self._buffer = Buffer(max_buffer)
         lock = threading.Lock()
@@ -262,6 +259,8 @@ class CallRecorder(Closeable):
             try:
                 self._write_batch(batch)
             except Exception as exc:  # the writer must not die: keep the data, retry
+                from pyfi.recorder.writer import is_transient
+
                 if not is_transient(exc):
                     log.exception("call recorder: unexpected error while writing")
                 self._on_failure(batch, exc)
@@ -288,19 +287,25 @@ class CallRecorder(Closeable):
             self._wake.wait(None if due is None else due - now)
         return None
 
-    def _connect(self) -> Database:
+    def _connect(self) -> tuple[Database, Statements]:
         # Built here, lazily: constructing a SQLite Database creates its folder,
         # which fails while the storage is away, and that is an outage too.
-        if self._database is None:
+        if self._database is None or self._statements is None:
+            from pyfi.db.session import Database
+            from pyfi.recorder.writer import Statements
+
             self._database = Database(self.database_url)
-        return self._database
+            self._statements = Statements(self._database.engine.dialect.name)
+        return self._database, self._statements
 
     def _write_batch(self, batch: Batch) -> None:
+        from pyfi.recorder.writer import describe, is_transient, write
+
         records = batch.records
-        database = self._connect()
+        database, statements = self._connect()
         try:
             with database.transaction() as session:
-                write(session, self._statements, batch.calls, batch.events)
+                write(session, statements, batch.calls, batch.events)
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -310,14 +315,14 @@ class CallRecorder(Closeable):
                 batch.records,
                 describe(exc),
             )
-            self._write_each(database, batch)
+            self._write_each(database, statements, batch)
         with self._wake:
             self._written += self._buffer.finish(batch)
             resumed = self._end_outage(records)
         if resumed:
             log.info(*resumed)
 
-    def _write_each(self, database: Database, batch: Batch) -> None:
+    def _write_each(self, database: Database, statements: Statements, batch: Batch) -> None:
         """Write a refused batch one record per transaction, rejecting the bad ones.
 
         Each record leaves the batch once settled, so a transient error midway
@@ -325,23 +330,29 @@ class CallRecorder(Closeable):
         """
         while batch.calls:
             entry = batch.calls[0]
-            refusal = self._try_write(database, batch.calls[:1], [])
+            refusal = self._try_write(database, statements, batch.calls[:1], [])
             if refusal is not None and "socket_id" in entry.values:
                 # A deleted socket must not cost the call its history.
                 del entry.values["socket_id"]
-                refusal = self._try_write(database, batch.calls[:1], [])
+                refusal = self._try_write(database, statements, batch.calls[:1], [])
             self._settle_first(batch, refusal, call=True)
         while batch.events:
-            refusal = self._try_write(database, [], batch.events[:1])
+            refusal = self._try_write(database, statements, [], batch.events[:1])
             self._settle_first(batch, refusal, call=False)
 
     def _try_write(
-        self, database: Database, calls: list[PendingCall], events: list[PendingEvent]
+        self,
+        database: Database,
+        statements: Statements,
+        calls: list[PendingCall],
+        events: list[PendingEvent],
     ) -> Exception | None:
         """Write in a transaction of its own; the error if the database refuses the content."""
+        from pyfi.recorder.writer import is_transient, write
+
         try:
             with database.transaction() as session:
-                write(session, self._statements, calls, events)
+                write(session, statements, calls, events)
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -357,6 +368,8 @@ class CallRecorder(Closeable):
                 self._rejected += records
             self._settled.notify_all()
         if refusal is not None:
+            from pyfi.recorder.writer import describe
+
             log.warning(
                 "call recorder: dropping a record the database refuses: %s", describe(refusal)
             )
@@ -391,6 +404,8 @@ class CallRecorder(Closeable):
                 self._outage_since = time.monotonic()
                 self._dropped_before_outage = self._buffer.dropped
         if starting:
+            from pyfi.recorder.writer import describe
+
             log.warning(
                 "call recorder: cannot write to %s (%s); buffering records and retrying",
                 mask_url(self.database_url),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +46,25 @@ def build_worker(
     # would first ask the database who we are.
     with database.connect() as connection:
         spec = load_processor(connection, processor)
+    worker = build_worker_from_spec(settings, spec, options)
+    if record_signatures:
+        _record_signatures(worker, database)
+    return worker
+
+
+def build_worker_from_spec(
+    settings: Settings, spec: ProcessorSpec, options: WorkerOptions
+) -> Worker:
+    """A ready-to-run worker for a spec read elsewhere (by the agent that starts it).
+
+    Raises
+    ------
+    InvalidValue
+        The processor has no enabled sockets: there would be nothing to consume.
+    """
     if not spec.sockets:
         raise InvalidValue(
-            f"processor {processor!r} has no enabled sockets; add one with `flow add socket`"
+            f"processor {spec.name!r} has no enabled sockets; add one with `flow add socket`"
         )
     if not options.concurrency:
         options = replace(options, concurrency=spec.concurrency)
@@ -58,12 +75,12 @@ def build_worker(
         backend=open_backend(settings.backend_url),
         telemetry=build_telemetry(settings, spec, record=options.record, events=options.events),
     )
-    if record_signatures:
-        _record_signatures(worker, database)
     return worker
 
 
-def record_signatures_once_consuming(worker: Worker, database: Database) -> threading.Thread:
+def record_signatures_once_consuming(
+    worker: Worker, database: Database | Callable[[], Database]
+) -> threading.Thread:
     """Record the worker's function signatures in the background, once it consumes.
 
     Recording reads each task and its arguments, and the functions' source
@@ -72,13 +89,16 @@ def record_signatures_once_consuming(worker: Worker, database: Database) -> thre
     The thread is a daemon: a worker stopping straight away does not wait
     for it, and a record it does not finish is made on the next start.
     Afterwards the database's pooled connections are closed: the worker
-    has no other use for them.
+    has no other use for them. ``database`` may be a function that opens it,
+    so that a worker started from a spec imports no database code before it
+    consumes.
     """
 
     def record() -> None:
         worker.ready.wait()
+        opened = database() if callable(database) else database
         try:
-            _record_signatures(worker, database)
+            _record_signatures(worker, opened)
         except Exception:  # a thread's failure would only print; the worker must go on
             log.warning(
                 "could not record the function signatures of processor %s",
@@ -86,7 +106,7 @@ def record_signatures_once_consuming(worker: Worker, database: Database) -> thre
                 exc_info=True,
             )
         finally:
-            database.dispose()
+            opened.dispose()
 
     thread = threading.Thread(target=record, name="pyfi-signatures", daemon=True)
     thread.start()

@@ -11,8 +11,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
+from pyfi.wiring import spec_from_json
 from tests.acceptance.mesh import EXAMPLES, Stack, wait_for
 
 pytestmark = pytest.mark.slow
@@ -108,6 +110,11 @@ def test_agent_deploys_and_task_run_works(deployed: Stack) -> None:
     assert health["agent"] == "a1"
     assert health["status"] == "online"
     assert [len(pids) for pids in health["workers"].values()] == [1]
+    # And its worker was handed the processor's spec rather than reading the model
+    (pid,) = next(iter(health["workers"].values()))
+    command = psutil.Process(pid).cmdline()
+    spec_file = Path(command[command.index("--spec") + 1])
+    assert spec_from_json(spec_file.read_text()).name == "proc1"
 
 
 def test_agent_obeys_stop_pause_resume_restart(deployed: Stack) -> None:

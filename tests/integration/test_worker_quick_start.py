@@ -13,8 +13,16 @@ from sqlalchemy.orm import Session, selectinload
 from pyfi.config import load_settings
 from pyfi.db import models
 from pyfi.db.session import Database
-from pyfi.errors import ProcessorNotFound
-from pyfi.wiring import PlugSpec, ProcessorSpec, SocketSpec, load_processor, route_of
+from pyfi.errors import InvalidValue, ProcessorNotFound
+from pyfi.wiring import (
+    PlugSpec,
+    ProcessorSpec,
+    SocketSpec,
+    load_processor,
+    route_of,
+    spec_from_json,
+    spec_to_json,
+)
 from pyfi.worker.factory import build_worker, record_signatures_once_consuming
 from pyfi.worker.worker import Worker, WorkerOptions
 from tests.acceptance.mesh import PROBES
@@ -125,6 +133,19 @@ def test_load_processor_reads_what_the_objects_say(
         "p-out",
     ]
     assert (spec.concurrency, spec.retries) == (3, 2)
+    # And its JSON form, which agents hand to the workers they start, round-trips
+    assert spec_from_json(spec_to_json(spec)) == spec
+
+
+def test_spec_from_json_refuses_what_is_not_a_spec() -> None:
+    for text, message in [
+        ("[]", "not a processor spec"),
+        ('{"format": 1, "spec": {"name": "p"}}', "not a processor spec: KeyError"),
+        ('{"format": 99, "spec": {}}', "format 99; this pyfi reads format 1"),
+        ("{", "not a processor spec"),
+    ]:
+        with pytest.raises(InvalidValue, match=message):
+            spec_from_json(text)
 
 
 def test_load_processor_of_an_unknown_name_says_where_to_look(database: Database) -> None:

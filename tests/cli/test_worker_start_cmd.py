@@ -1,0 +1,32 @@
+"""`flow worker start`: what it refuses before it starts consuming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyfi.db.session import Database
+from pyfi.wiring import load_processor, spec_to_json
+from tests.conftest import Flow
+
+
+def test_worker_start_needs_a_processor_or_a_spec(first_flow: Flow) -> None:
+    assert "name the processor to serve with --processor" in first_flow.fails("worker", "start")
+
+
+def test_worker_start_refuses_a_spec_of_another_processor(
+    first_flow: Flow, database: Database, tmp_path: Path
+) -> None:
+    # Given the spec of proc1, written as an agent writes it
+    spec_file = tmp_path / "proc1.spec.json"
+    with database.connect() as connection:
+        spec_file.write_text(spec_to_json(load_processor(connection, "proc1")))
+    # When a worker is asked to serve another processor with it, then it refuses in one line
+    error = first_flow.fails("worker", "start", "-p", "proc2", "--spec", str(spec_file))
+    assert error == f"Error: {spec_file} describes processor 'proc1', not 'proc2'"
+
+
+def test_worker_start_refuses_a_file_that_is_not_a_spec(first_flow: Flow, tmp_path: Path) -> None:
+    spec_file = tmp_path / "broken.spec.json"
+    spec_file.write_text('{"format": 7}')
+    error = first_flow.fails("worker", "start", "--spec", str(spec_file))
+    assert error.startswith("Error: processor spec format 7; this pyfi reads format 1")
