@@ -53,15 +53,18 @@ class _Sender(Protocol):
     def close(self) -> None: ...
 
 
+# ARGV: channel, payload, channel, payload... One command per batch: packing
+# and parsing a PUBLISH per event cost the worker more than the rest of it.
+_PUBLISH_ALL = "for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end"
+
+
 class _RedisSender:
     def __init__(self, url: str) -> None:
         self._client = redis_client(url, socket_timeout=5.0)
+        self._publish_all = self._client.register_script(_PUBLISH_ALL)
 
     def send(self, batch: Sequence[tuple[str, str]]) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        for channel, payload in batch:
-            pipe.publish(channel, payload)
-        pipe.execute()
+        self._publish_all(keys=[], args=[part for message in batch for part in message])
 
     def close(self) -> None:
         self._client.close()
@@ -137,7 +140,8 @@ class EventPublisher(Closeable):
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
-        self._pending: deque[LiveEvent] = deque()
+        # Events, or (channel, JSON) pairs already encoded by the caller.
+        self._pending: deque[LiveEvent | tuple[str, str]] = deque()
         self._wakeup = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -149,9 +153,11 @@ class EventPublisher(Closeable):
 
     # -- the hot path ------------------------------------------------------
 
-    def publish(self, event: LiveEvent) -> None:
+    def publish(self, event: LiveEvent | tuple[str, str]) -> None:
         """Queue ``event``; never blocks on I/O and never raises for transport trouble.
 
+        ``event`` may also be a ``(channel name, JSON)`` pair from
+        :func:`~pyfi.events.event.encode_event`, the cheaper path workers use.
         After :meth:`close`, events are dropped (and counted).
         """
         with self._lock:
@@ -223,7 +229,7 @@ class EventPublisher(Closeable):
         self._thread = threading.Thread(target=self._run, name="pyfi-live-events", daemon=True)
         self._thread.start()
 
-    def _take(self) -> list[LiveEvent]:
+    def _take(self) -> list[LiveEvent | tuple[str, str]]:
         with self._lock:
             count = min(self._batch_size, len(self._pending))
             self._inflight = count
@@ -235,8 +241,11 @@ class EventPublisher(Closeable):
             self._failed += failed
             self._inflight = 0
 
-    def _encode(self, batch: list[LiveEvent]) -> Iterator[tuple[str, str]]:
+    def _encode(self, batch: list[LiveEvent | tuple[str, str]]) -> Iterator[tuple[str, str]]:
         for event in batch:
+            if isinstance(event, tuple):
+                yield event
+                continue
             try:
                 payload = event.to_json()
             except Exception:  # a broken __repr__ in data must not stop the thread
@@ -288,7 +297,7 @@ class EventPublisher(Closeable):
             if sender is not None:
                 sender.close()
 
-    def _take_all(self) -> list[LiveEvent]:
+    def _take_all(self) -> list[LiveEvent | tuple[str, str]]:
         with self._lock:
             rest = list(self._pending)
             self._pending.clear()

@@ -11,7 +11,8 @@ import uuid
 from datetime import UTC, datetime
 
 from pyfi.db.enums import CallState, EventName
-from pyfi.events import EventPublisher, LiveEvent
+from pyfi.events import EventPublisher
+from pyfi.events.event import encode_event
 from pyfi.message import Message
 from pyfi.recorder import CallRecorder, CallUpdate
 from pyfi.wiring import SocketSpec
@@ -104,12 +105,11 @@ class EventSink:
             "call_id": call.call_id,
             "tracking_id": call.tracking_id,
         }
-        self.publisher.publish(LiveEvent.create("task", live_state, data={"note": note}, **common))
+        publish = self.publisher.publish
+        publish(encode_event("task", live_state, data={"note": note}, **common))
         if step == "postrun" and outcome is not None:
             preview = repr(outcome.value)[:PREVIEW_CHARS]
-            self.publisher.publish(
-                LiveEvent.create("result", live_state, data={"preview": preview}, **common)
-            )
+            publish(encode_event("result", live_state, data={"preview": preview}, **common))
         elif step in ("retry", "failure") and outcome is not None and outcome.error:
             error = {"type": outcome.error.get("type"), "message": outcome.error.get("message")}
-            self.publisher.publish(LiveEvent.create("error", live_state, data=error, **common))
+            publish(encode_event("error", live_state, data=error, **common))

@@ -18,12 +18,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pyfi.config import Settings
-from pyfi.errors import EventDecodeError, EventsUnavailable, FlowError
+from pyfi.errors import EventDecodeError, EventsUnavailable, FlowError, InvalidValue
 from pyfi.events import (
     GLOBAL_CHANNEL,
     Channel,
@@ -32,6 +34,7 @@ from pyfi.events import (
     LiveEvent,
     channel_name,
 )
+from pyfi.events.event import encode_event
 from pyfi.events.transport import filesystem_folders
 from tests.conftest import requires_rabbitmq, requires_redis
 
@@ -108,6 +111,29 @@ def test_live_event_json_round_trip_keeps_every_field(queue: str) -> None:
     assert json.loads(text)["schema"] == 1
     assert parsed.room == f"{queue}.proc1"
     assert parsed.channel_name == channel_name(queue, "proc1", "task")
+
+
+def test_encoded_event_is_the_json_of_the_same_live_event(queue: str) -> None:
+    # Given the fields of a result event
+    fields: dict[str, Any] = {
+        "queue": queue,
+        "processor": "proc1",
+        "socket": "s1",
+        "call_id": "c1",
+        "tracking_id": "t1",
+        "data": {"preview": "'x'"},
+    }
+    # When it is encoded directly, as workers do
+    channel, payload = encode_event("result", "postrun", **fields)
+    # Then it reads back as the event LiveEvent.create makes, and writes back to the same text
+    decoded = LiveEvent.from_json(payload)
+    created = LiveEvent.create("result", "postrun", **fields)
+    assert decoded == replace(created, date=decoded.date)
+    assert decoded.data == created.data
+    assert decoded.to_json() == payload
+    assert channel == created.channel_name == f"{queue}.proc1.result"
+    with pytest.raises(InvalidValue, match="unknown event channel 'nope'"):
+        encode_event("nope", "x", queue=queue, processor="p")  # type: ignore[arg-type]
 
 
 def test_live_event_from_json_ignores_unknown_fields(queue: str) -> None:
