@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_PENDING = 10_000
 DEFAULT_BATCH_SIZE = 256
 IDLE_WAIT_S = 1.0
+# How long the thread lets events gather before sending a batch that is not
+# full: a worker publishes a few events per call, and one round trip per few
+# events cost it more CPU than the events themselves. Live events stay live.
+LINGER_S = 0.01
 WARN_EVERY_S = 60.0
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 10.0
@@ -265,6 +269,8 @@ class EventPublisher(Closeable):
                 if delay > 0 and not closing:
                     self._stop.wait(delay)
                     continue
+                if not closing and len(self._pending) < self._batch_size:
+                    self._stop.wait(LINGER_S)
                 batch = self._take()
                 if not batch:
                     if closing:

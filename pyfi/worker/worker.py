@@ -41,6 +41,7 @@ from pyfi.wiring import ProcessorSpec, SocketSpec
 from pyfi.worker import registry
 from pyfi.worker.deadletter import dead_letter_body
 from pyfi.worker.executor import Outcome, execute
+from pyfi.worker.publishing import BatchPublisher
 from pyfi.worker.router import downstream
 from pyfi.worker.settlement import ACK, REQUEUE, Settlement, Tag
 from pyfi.worker.telemetry import Telemetry
@@ -99,10 +100,13 @@ class Worker:
         self._local = threading.local()
         self._publishers: list[Broker] = []
         self._publishers_lock = threading.Lock()
+        # Downstream messages go through one publishing thread (see
+        # pyfi.worker.publishing); started by run().
+        self._batcher: BatchPublisher | None = None
         self.flows = FlowDriver(
             backend,
-            lambda message, route: self._publisher().publish(message, route),
-            lambda batch: self._publisher().publish_many(batch),
+            lambda message, route: self._downstream_publisher().publish(message, route),
+            lambda batch: self._downstream_publisher().publish_many(list(batch)),
             result_ttl_s=options.result_ttl_s,
             join_ttl_s=options.join_ttl_s,
         )
@@ -133,6 +137,7 @@ class Worker:
             signal.signal(signal.SIGUSR2, self.resume)
         broker = Broker(self.settings.broker_url)
         self._settlement = Settlement(batch=broker.acks_multiple)
+        self._batcher = BatchPublisher(self.settings.broker_url)
         concurrency = self.options.concurrency
         pool = [
             threading.Thread(target=self._serve, name=f"pyfi-{self.spec.name}_{index}", daemon=True)
@@ -174,6 +179,7 @@ class Worker:
             for thread in pool:
                 thread.join()
             self._settle()
+            self._batcher.close()
             broker.close()
             for publisher in self._publishers:
                 publisher.close()
@@ -228,6 +234,11 @@ class Worker:
             outcomes[delivery.delivery_tag] = action
         if outcomes:
             self._settlement.settle(outcomes)
+
+    def _downstream_publisher(self) -> BatchPublisher:
+        if self._batcher is None:
+            raise BrokerUnavailable("the worker is not running: nothing publishes its messages")
+        return self._batcher
 
     def _publisher(self) -> Broker:
         publisher: Broker | None = getattr(self._local, "broker", None)
@@ -360,8 +371,7 @@ class Worker:
             return
         # The outcome is stored last: once a caller can see it, every
         # downstream message and dead letter of the call is already published.
-        for next_message, route in downstream(socket, call, outcome):
-            publisher.publish(next_message, route)
+        self._downstream_publisher().publish_many(list(downstream(socket, call, outcome)))
         if call.flow is not None and not already_stored:
             if outcome.ok:
                 self.flows.advance(call, outcome.value)
