@@ -79,7 +79,8 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 """
 
 # KEYS[1] result, KEYS[2] its notify list. A waiter that took the token puts
-# it back for the others, for as long as the result itself lives.
+# it back for the others, for as long as the result itself lives, and reads
+# the result in the same round trip.
 _REPUSH = """
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then
@@ -87,7 +88,7 @@ if ttl > 0 then
   redis.call('LTRIM', KEYS[2], 0, 0)
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
-return ttl
+return redis.call('GET', KEYS[1])
 """
 
 
@@ -142,8 +143,7 @@ class RedisBackend(ResultBackend):
                 blocking = max(min(remaining, BLPOP_SLICE_S), 0.01)
                 if self._client.blpop([notify], timeout=blocking) is None:
                     continue
-                self._repush(keys=[result, notify])
-                outcome = _text(self._client.get(result))
+                outcome = _text(self._repush(keys=[result, notify]))
             return outcome
 
     def join(
