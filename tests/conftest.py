@@ -151,6 +151,19 @@ def amqp_url() -> Iterator[str]:
     subprocess.run([*ctl, "delete_vhost", vhost], check=False, capture_output=True)
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("filesystem"),
+        pytest.param("rabbitmq", marks=[pytest.mark.rabbitmq, requires_rabbitmq]),
+    ]
+)
+def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The embedded broker, then RabbitMQ on a virtual host of its own."""
+    if request.param == "filesystem":
+        return f"filesystem://{tmp_path / 'broker'}"
+    return str(request.getfixturevalue("amqp_url"))
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """A URL of a new SQLite file."""

@@ -34,6 +34,9 @@ from pyfi.wiring import load_processor, spec_to_json
 
 log = logging.getLogger("pyfi.agent")
 
+# How often the agent looks at its workers while some are draining.
+DRAIN_POLL_S = 0.1
+
 
 @dataclass(frozen=True)
 class AgentOptions:
@@ -107,7 +110,12 @@ class Agent:
         try:
             while not self._stop.is_set():
                 self._reconcile()
-                listener.wait(timeout_s=placement.HEARTBEAT_S)
+                # While old workers drain (a restart, a roll-over), look again
+                # soon: the workers table should show the new ones alone as
+                # soon as the old ones exit, not a heartbeat later.
+                listener.wait(
+                    timeout_s=DRAIN_POLL_S if self.supervisor.draining else placement.HEARTBEAT_S
+                )
         finally:
             listener.close()
             server.shutdown()

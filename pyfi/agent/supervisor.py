@@ -155,6 +155,11 @@ class Supervisor:
                 died.append((name, process.pid, code))
         self._draining = still_draining
 
+    @property
+    def draining(self) -> bool:
+        """Whether workers told to stop are still finishing their calls."""
+        return bool(self._draining)
+
     def pids(self) -> dict[str, list[int]]:
         """Running worker pids by processor."""
         return {

@@ -139,20 +139,7 @@ class LiveEvent:
         InvalidValue
             If ``channel`` is not one of :data:`CHANNELS`.
         """
-        return cls(
-            channel=channel,
-            state=state,
-            room=room_name(queue, processor),
-            date=utc_now(),
-            call_id=call_id,
-            tracking_id=tracking_id,
-            socket=socket,
-            processor=processor,
-            queue=queue,
-            hostname=_Origin.hostname,
-            pid=_Origin.pid,
-            data=data,
-        )
+        return cls(**_stamped(channel, state, queue, processor, socket, call_id, tracking_id, data))
 
     @property
     def channel_name(self) -> str:
@@ -262,12 +249,29 @@ def encode_event(
     """
     if channel not in CHANNELS:
         raise InvalidValue(f"unknown event channel {channel!r}; expected one of {_choices()}")
-    room = room_name(queue, processor)
-    payload = {
+    payload = _stamped(channel, state, queue, processor, socket, call_id, tracking_id, data)
+    if data is not None:
+        payload["data"] = dict(data)
+    encoded = json.dumps(payload, separators=(",", ":"), default=_preview)
+    return f"{payload['room']}.{channel}", encoded
+
+
+def _stamped(
+    channel: str,
+    state: str,
+    queue: str,
+    processor: str,
+    socket: str | None,
+    call_id: str | None,
+    tracking_id: str | None,
+    data: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """Every field of an event happening now, here, in the order of :class:`LiveEvent`."""
+    return {
         "schema": SCHEMA_VERSION,
         "channel": channel,
         "state": state,
-        "room": room,
+        "room": room_name(queue, processor),
         "date": utc_now(),
         "call_id": call_id,
         "tracking_id": tracking_id,
@@ -276,9 +280,8 @@ def encode_event(
         "queue": queue,
         "hostname": _Origin.hostname,
         "pid": _Origin.pid,
-        "data": dict(data) if data is not None else None,
+        "data": data,
     }
-    return f"{room}.{channel}", json.dumps(payload, separators=(",", ":"), default=_preview)
 
 
 def _is_int(value: object) -> bool:

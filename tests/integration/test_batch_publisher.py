@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,19 +12,6 @@ from pyfi.broker import Broker, SocketRoute
 from pyfi.errors import BrokerUnavailable
 from pyfi.message import Message
 from pyfi.worker.publishing import BatchPublisher
-from tests.conftest import requires_rabbitmq
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("filesystem"),
-        pytest.param("rabbitmq", marks=[pytest.mark.rabbitmq, requires_rabbitmq]),
-    ]
-)
-def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "filesystem":
-        return f"filesystem://{tmp_path / 'broker'}"
-    return str(request.getfixturevalue("amqp_url"))
 
 
 def _drain(broker_url: str, route: SocketRoute, expected: int) -> list[int]:

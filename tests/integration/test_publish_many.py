@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from pyfi.broker import Broker, SocketRoute
 from pyfi.broker.broker import CONFIRM_WINDOW
 from pyfi.message import Message
-from tests.conftest import requires_rabbitmq
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("filesystem"),
-        pytest.param("rabbitmq", marks=[pytest.mark.rabbitmq, requires_rabbitmq]),
-    ]
-)
-def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "filesystem":
-        return f"filesystem://{tmp_path / 'broker'}"
-    return str(request.getfixturevalue("amqp_url"))
 
 
 def _drain(broker: Broker, queue: str) -> list[Message]:

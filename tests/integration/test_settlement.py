@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-import pytest
 from kombu.message import Message as KombuMessage
 
 from pyfi.broker import Broker, SocketRoute
 from pyfi.message import Message
 from pyfi.worker.settlement import ACK, REQUEUE, Settlement
-from tests.conftest import requires_rabbitmq
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("filesystem"),
-        pytest.param("rabbitmq", marks=[pytest.mark.rabbitmq, requires_rabbitmq]),
-    ]
-)
-def broker_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "filesystem":
-        return f"filesystem://{tmp_path / 'broker'}"
-    return str(request.getfixturevalue("amqp_url"))
 
 
 def _receive(
