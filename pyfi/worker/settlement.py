@@ -15,18 +15,14 @@ acknowledged on its own (``batch=False``).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import Protocol
 
 ACK, REQUEUE = "ack", "requeue"
-# AMQP numbers deliveries per channel; kombu's virtual transports use strings.
-Tag = int | str
 
 
 class Delivery(Protocol):
     """What settling needs of a kombu message."""
-
-    @property
-    def delivery_tag(self) -> Tag: ...
 
     def ack(self, multiple: bool = False) -> None: ...
 
@@ -34,35 +30,38 @@ class Delivery(Protocol):
 
 
 class Settlement:
-    """The unsettled deliveries of one channel, in the order they arrived."""
+    """The unsettled deliveries of one channel, in the order they arrived.
+
+    Deliveries are told apart by identity, not by tag: kombu's virtual
+    transports tag a message when it is published, so the copies a fanout
+    exchange makes of it arrive with the same tag.
+    """
 
     def __init__(self, *, batch: bool) -> None:
         self._batch = batch
-        self._order: deque[Tag] = deque()
-        self._deliveries: dict[Tag, Delivery] = {}
+        self._order: deque[Delivery] = deque()
 
     def __len__(self) -> int:
         return len(self._order)
 
     def received(self, delivery: Delivery) -> None:
         """Track ``delivery`` until :meth:`settle` is given its outcome."""
-        self._order.append(delivery.delivery_tag)
-        self._deliveries[delivery.delivery_tag] = delivery
+        self._order.append(delivery)
 
-    def settle(self, outcomes: dict[Tag, str]) -> int:
-        """Acknowledge or requeue the deliveries in ``outcomes`` (tag to action).
+    def settle(self, done: Sequence[tuple[Delivery, str]]) -> int:
+        """Acknowledge or requeue the deliveries in ``done`` (delivery, action).
 
         Returns
         -------
         int
             How many acknowledgement frames were sent (requeues not counted).
         """
+        outcomes = {id(delivery): (delivery, action) for delivery, action in done}
         frames = 0
         run: Delivery | None = None  # the last of a run of acks at the head
-        while self._batch and self._order and self._order[0] in outcomes:
-            tag = self._order.popleft()
-            delivery = self._deliveries.pop(tag)
-            if outcomes.pop(tag) == ACK:
+        while self._batch and self._order and id(self._order[0]) in outcomes:
+            delivery, action = outcomes.pop(id(self._order.popleft()))
+            if action == ACK:
                 run = delivery
                 continue
             if run is not None:
@@ -72,13 +71,11 @@ class Settlement:
         if run is not None:
             run.ack(multiple=True)
             frames += 1
-        for tag, action in outcomes.items():  # finished while an earlier one still runs
-            self._order.remove(tag)
-            delivery = self._deliveries.pop(tag)
+        for delivery, action in outcomes.values():  # finished while an earlier one still runs
+            self._order.remove(delivery)
             if action == ACK:
                 delivery.ack()
                 frames += 1
             else:
                 delivery.requeue()
-        outcomes.clear()
         return frames

@@ -43,7 +43,7 @@ from pyfi.worker.deadletter import dead_letter_body
 from pyfi.worker.executor import Outcome, execute
 from pyfi.worker.publishing import BatchPublisher
 from pyfi.worker.router import downstream
-from pyfi.worker.settlement import ACK, REQUEUE, Settlement, Tag
+from pyfi.worker.settlement import ACK, REQUEUE, Settlement
 from pyfi.worker.telemetry import Telemetry
 from pyfi.workflow.engine import FlowDriver
 
@@ -222,7 +222,7 @@ class Worker:
 
     def _settle(self, block: float = 0.0) -> None:
         """Acknowledge (or requeue) every message the pool is done with, runs in one frame."""
-        outcomes: dict[Tag, str] = {}
+        done: list[tuple[KombuMessage, str]] = []
         while True:
             try:
                 delivery, action = (
@@ -231,9 +231,9 @@ class Worker:
             except queue.Empty:
                 break
             block = 0.0
-            outcomes[delivery.delivery_tag] = action
-        if outcomes:
-            self._settlement.settle(outcomes)
+            done.append((delivery, action))
+        if done:
+            self._settlement.settle(done)
 
     def _downstream_publisher(self) -> BatchPublisher:
         if self._batcher is None:

@@ -50,7 +50,8 @@ def test_bench_runs_every_pyfi_workload(tmp_path: Path) -> None:
     # Then the table is printed and every pyfi workload has a figure
     assert "pyfi/dramatiq" in done.stdout
     figures = _figures(results)
-    assert len(figures) == 12
+    assert len(figures) == 13
+    assert "W7 same, spec handed over (agent)" in [f["workload"] for f in figures]
     for figure in figures:
         expected = (
             set() if "redeploy" in figure["workload"] or "raw" in figure["workload"] else {"pyfi"}
