@@ -224,22 +224,18 @@ class Flow:
         return errors[0]
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("embedded"),
-        pytest.param(
-            "real",
-            marks=[
-                pytest.mark.postgres,
-                pytest.mark.rabbitmq,
-                pytest.mark.redis,
-                requires_postgres,
-                requires_rabbitmq,
-                requires_redis,
-            ],
-        ),
-    ]
-)
+# Marks of a test that needs PostgreSQL, RabbitMQ and Redis all at once.
+NEEDS_ALL_SERVICES = [
+    pytest.mark.postgres,
+    pytest.mark.rabbitmq,
+    pytest.mark.redis,
+    requires_postgres,
+    requires_rabbitmq,
+    requires_redis,
+]
+
+
+@pytest.fixture(params=[pytest.param("embedded"), pytest.param("real", marks=NEEDS_ALL_SERVICES)])
 def stack(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Any]:

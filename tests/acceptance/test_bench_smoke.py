@@ -17,17 +17,9 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.mesh import ROOT
-from tests.conftest import requires_postgres, requires_rabbitmq, requires_redis
+from tests.conftest import NEEDS_ALL_SERVICES
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.postgres,
-    pytest.mark.rabbitmq,
-    pytest.mark.redis,
-    requires_postgres,
-    requires_rabbitmq,
-    requires_redis,
-]
+pytestmark = [pytest.mark.slow, *NEEDS_ALL_SERVICES]
 
 
 def test_bench_runs_every_pyfi_workload(tmp_path: Path) -> None:
