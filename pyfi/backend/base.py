@@ -52,6 +52,25 @@ class ResultBackend(Closeable, ABC):
             If the backend fails (:class:`BackendUnavailable` if unreachable).
         """
 
+    def store_many(self, items: Sequence[tuple[str, str, int]]) -> None:
+        """Store several outcomes, ``(call_id, outcome, ttl_s)`` each, as :meth:`store` would.
+
+        A backend that can send them together (Redis: one pipelined round
+        trip) overrides this; the outcomes are independent, so a failure may
+        leave some of them stored and the caller must store them all again.
+
+        Raises
+        ------
+        InvalidValue
+            If a ``ttl_s`` is below 1 (nothing is stored).
+        BackendError
+            If the backend fails (:class:`BackendUnavailable` if unreachable).
+        """
+        for _, _, ttl_s in items:
+            check_ttl(ttl_s)
+        for call_id, outcome, ttl_s in items:
+            self.store(call_id, outcome, ttl_s)
+
     @abstractmethod
     def get(self, call_id: str) -> str | None:
         """The stored outcome of a call.

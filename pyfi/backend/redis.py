@@ -116,6 +116,28 @@ class RedisBackend(ResultBackend):
         with self._translate():
             self._store(keys=[result, notify], args=[outcome, ttl_s])
 
+    def store_many(self, items: Sequence[tuple[str, str, int]]) -> None:
+        # One pipelined round trip of the store script by its digest: a
+        # pipeline given the script object would first ask SCRIPT EXISTS,
+        # a second round trip per batch.
+        for _, _, ttl_s in items:
+            check_ttl(ttl_s)
+        if not items:
+            return
+        with self._translate():
+            try:
+                self._pipelined_store(items)
+            except redis.exceptions.NoScriptError:  # the server lost its scripts (restart, FLUSH)
+                self._client.script_load(_STORE)
+                self._pipelined_store(items)
+
+    def _pipelined_store(self, items: Sequence[tuple[str, str, int]]) -> None:
+        pipeline = self._client.pipeline(transaction=False)
+        digest = self._store.sha
+        for call_id, outcome, ttl_s in items:
+            pipeline.evalsha(digest, 2, _result_key(call_id), _notify_key(call_id), outcome, ttl_s)
+        pipeline.execute()
+
     def get(self, call_id: str) -> str | None:
         with self._translate():
             return _text(self._client.get(_result_key(call_id)))

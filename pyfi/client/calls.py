@@ -22,6 +22,11 @@ from pyfi.resources import Closeable
 from pyfi.wiring import load_route
 from pyfi.workflow.engine import NO_INPUT, FlowDriver
 
+# Client.results fetches this many outcomes first, then twice as many as the
+# last fetch found (never fewer than MIN_FETCH).
+FIRST_FETCH = 1000
+MIN_FETCH = 64
+
 
 class Client(Closeable):
     """A connection to a pyfi network: database (for routes), broker and backend."""
@@ -133,8 +138,8 @@ class Client(Closeable):
 
         Outcomes already stored are fetched together (one round trip per
         thousand on Redis); the wait blocks on the first missing one, then
-        fetches again what arrived meanwhile. Fetching 10,000 results costs a
-        few dozen round trips instead of 10,000.
+        fetches what arrived meanwhile. Fetching 10,000 results costs a few
+        dozen round trips instead of 10,000.
 
         Raises
         ------
@@ -147,13 +152,23 @@ class Client(Closeable):
         deadline = time.monotonic() + timeout_s
         stored: dict[str, str] = {}
         missing = list(dict.fromkeys(call_ids))
+        window = FIRST_FETCH
         while missing:
-            found = self.backend.get_many(missing)
-            stored.update((call_id, value) for call_id, value in zip(missing, found, strict=True)
-                          if value is not None)  # fmt: skip
-            missing = [call_id for call_id in missing if call_id not in stored]
-            if not missing:
-                break
+            # Outcomes arrive roughly in the order the calls were sent, so only
+            # the oldest missing ones are fetched: asking again for thousands
+            # not stored yet, after each wait, cost more than the results did.
+            chunk, rest = missing[:window], missing[window:]
+            still: list[str] = []
+            for call_id, value in zip(chunk, self.backend.get_many(chunk), strict=True):
+                if value is None:
+                    still.append(call_id)
+                else:
+                    stored[call_id] = value
+            missing = still + rest
+            # What arrived while we waited predicts what the next fetch finds.
+            window = max(MIN_FETCH, 2 * (len(chunk) - len(still)))
+            if not still:
+                continue
             remaining = deadline - time.monotonic()
             value = self.backend.wait(missing[0], remaining) if remaining > 0 else None
             if value is None:

@@ -161,7 +161,7 @@ class EventPublisher(Closeable):
         """Queue ``event``; never blocks on I/O and never raises for transport trouble.
 
         ``event`` may also be a ``(channel name, JSON)`` pair from
-        :func:`~pyfi.events.event.encode_event`, the cheaper path workers use.
+        :meth:`~pyfi.events.event.EventTemplate.encode`, the cheaper path workers use.
         After :meth:`close`, events are dropped (and counted).
         """
         with self._lock:

@@ -34,14 +34,15 @@ class CallUpdate:
     The identity fields (``name``, ``tracking_id``, ``parent_id``, ``argument``,
     ``idempotency_key``, ``socket_id``) are needed once, by the update that
     creates the row; later updates carry only what changed. A field cannot be
-    reset to NULL through an update.
+    reset to NULL through an update. Ids are UUIDs or their text, as messages
+    carry them.
     """
 
-    id: uuid.UUID
+    id: uuid.UUID | str
     name: str | None = None
-    socket_id: uuid.UUID | None = None
-    tracking_id: uuid.UUID | None = None
-    parent_id: uuid.UUID | None = None
+    socket_id: uuid.UUID | str | None = None
+    tracking_id: uuid.UUID | str | None = None
+    parent_id: uuid.UUID | str | None = None
     argument: str | None = None
     idempotency_key: str | None = None
     state: CallState | None = None
@@ -86,7 +87,7 @@ class PendingCall:
 
     __slots__ = ("call_id", "count", "created", "first_seq", "values")
 
-    def __init__(self, call_id: uuid.UUID, values: dict[str, Any], seq: int) -> None:
+    def __init__(self, call_id: str, values: dict[str, Any], seq: int) -> None:
         self.call_id = call_id
         self.values = values
         self.first_seq = seq
@@ -100,7 +101,7 @@ class PendingEvent:
     __slots__ = ("at", "call_id", "id", "name", "note", "seq")
 
     def __init__(
-        self, seq: int, call_id: uuid.UUID, name: EventName, note: str | None, at: datetime
+        self, seq: int, call_id: str, name: EventName, note: str | None, at: datetime
     ) -> None:
         self.seq = seq
         self.call_id = call_id
@@ -145,7 +146,7 @@ class Buffer:
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
-        self.calls: OrderedDict[uuid.UUID, PendingCall] = OrderedDict()
+        self.calls: OrderedDict[str, PendingCall] = OrderedDict()
         self.events: deque[PendingEvent] = deque()
         self.inflight: Batch | None = None
         self.seq = 0  # records accepted so far, dropped ones included
@@ -160,7 +161,7 @@ class Buffer:
         """Entries not yet taken by the writer."""
         return len(self.calls) + len(self.events)
 
-    def add_call(self, call_id: uuid.UUID, values: dict[str, Any]) -> int:
+    def add_call(self, call_id: str, values: dict[str, Any]) -> int:
         """Merge one update in; returns how many records were dropped to make room."""
         self.seq += 1
         self.pending_records += 1
@@ -172,7 +173,7 @@ class Buffer:
         self.calls[call_id] = PendingCall(call_id, values, self.seq)
         return self._enforce_bound()
 
-    def add_event(self, call_id: uuid.UUID, name: EventName, note: str | None, at: datetime) -> int:
+    def add_event(self, call_id: str, name: EventName, note: str | None, at: datetime) -> int:
         """Queue one event; returns how many records were dropped to make room."""
         self.seq += 1
         self.pending_records += 1
@@ -200,7 +201,7 @@ class Buffer:
         if self.events:
             self.events.popleft()
             return 1
-        victim: uuid.UUID | None = None
+        victim: str | None = None
         for index, (call_id, entry) in enumerate(self.calls.items()):
             if index >= DROP_SCAN_LIMIT:
                 break

@@ -15,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyfi.config import mask_url, normalise_database_url
 from pyfi.db.enums import EventName
@@ -130,21 +130,30 @@ class CallRecorder(Closeable):
         ValueError
             ``started`` or ``finished`` is a naive datetime.
         """
-        for stamp in (update.started, update.finished):
+        for stamp in (update.received, update.started, update.finished):
             if stamp is not None and stamp.tzinfo is None:
                 raise ValueError(f"naive datetime {stamp!r}: pass a timezone-aware value")
-        values = values_of(update)
+        self.record_call_values(str(update.id), values_of(update))
+
+    def record_call_values(self, call_id: str, values: dict[str, Any]) -> None:
+        """:meth:`record_call` for a caller that has the changed columns as a dict already.
+
+        The worker's path: a :class:`CallUpdate` per step, and reading its
+        fields back, cost more than the rest of recording. ``values`` holds
+        only :class:`CallUpdate` fields (ids as text, aware datetimes); the
+        recorder keeps the dict, so the caller must not reuse it.
+        """
         with self._wake:
             if self._closed:
                 dropped = self._buffer.discard()
             else:
-                dropped = self._buffer.add_call(update.id, values)
+                dropped = self._buffer.add_call(call_id, values)
                 self._nudge()
         if dropped:
             self._warn_dropping()
 
     def record_event(
-        self, call_id: uuid.UUID, name: EventName, note: str | None, at: datetime
+        self, call_id: uuid.UUID | str, name: EventName, note: str | None, at: datetime
     ) -> None:
         """Queue one lifecycle event of ``call_id`` that happened at ``at``.
 
@@ -159,7 +168,7 @@ class CallRecorder(Closeable):
             if self._closed:
                 dropped = self._buffer.discard()
             else:
-                dropped = self._buffer.add_event(call_id, name, note, at)
+                dropped = self._buffer.add_event(str(call_id), name, note, at)
                 self._nudge()
         if dropped:
             self._warn_dropping()

@@ -8,8 +8,8 @@ ids fixed before the first attempt and skip rows that already exist.
 A batch of calls is one statement whatever its size. Each row carries every
 column, ``NULL`` for what the update left alone, and the merge rules live in
 the ``ON CONFLICT DO UPDATE`` clause, so rows setting different columns share
-the statement. On PostgreSQL the rows travel as one array per column through
-``unnest()``: one parameter set and one round trip for the batch, where
+the statement. On PostgreSQL the rows travel as one JSON document read by
+``json_to_recordset()``: one parameter and one round trip for the batch, where
 ``executemany`` would adapt and send every row on its own (that per-row work
 was most of what recording cost a worker). SQLite, embedded and in-process,
 takes the same statement through ``executemany``.
@@ -80,6 +80,7 @@ _ROW_TYPES: dict[str, TypeEngine[Any]] = {
     "owner": String(),
 }
 CALL_COLUMNS = tuple(_ROW_TYPES)
+_ID_COLUMNS = tuple(name for name, type_ in _ROW_TYPES.items() if isinstance(type_, Uuid))
 assert set(UPDATE_FIELDS) <= set(CALL_COLUMNS), "a CallUpdate field has no column"
 
 
@@ -98,7 +99,7 @@ class Statements:
 
     @property
     def postgresql(self) -> bool:
-        """True when rows go as column arrays (see the module docstring)."""
+        """True when rows go as one JSON document (see the module docstring)."""
         return self._postgresql
 
     def upsert_calls(self) -> Insert:
@@ -171,19 +172,23 @@ def write(
     owner = session.info.get("owner")
     now = utcnow()
     if calls:
-        rows = [_call_row(entry, now, owner) for entry in calls]
         if statements.postgresql:
-            document = json.dumps(rows, separators=(",", ":"), default=_json_value)
+            updated = now.isoformat()
+            document = json.dumps(
+                [_json_row(entry, updated, owner) for entry in calls],
+                separators=(",", ":"),
+                default=_json_value,
+            )
             session.connection().execute(statements.upsert_calls(), {"rows": document})
         else:
-            session.execute(statements.upsert_calls(), rows)
+            session.execute(statements.upsert_calls(), [_call_row(e, now, owner) for e in calls])
     if not events:
         return
     known = {entry.call_id for entry in calls}
-    stand_ins: dict[uuid.UUID, dict[str, Any]] = {}
+    stand_ins: dict[str, dict[str, Any]] = {}
     for event in events:
         if event.call_id not in known and event.call_id not in stand_ins:
-            stand_ins[event.call_id] = _stand_in(event.call_id, event.at, now, owner)
+            stand_ins[event.call_id] = _typed(_stand_in(event.call_id, event.at, now, owner))
     if stand_ins:
         session.execute(statements.ensure_calls(), list(stand_ins.values()))
     event_rows = []
@@ -195,7 +200,7 @@ def write(
                 "id": event.id,
                 "name": event.name,
                 "note": event.note,
-                "call_id": event.call_id,
+                "call_id": uuid.UUID(event.call_id),
                 "created": event.at,
                 "owner": owner,
             }
@@ -203,10 +208,22 @@ def write(
     session.execute(statements.insert_events(), event_rows)
 
 
-def _call_row(entry: PendingCall, now: datetime, owner: str | None) -> dict[str, Any]:
-    """Every column of ``entry``'s row: its values over the stand-ins, ``None`` elsewhere."""
-    row: dict[str, Any] = dict.fromkeys(CALL_COLUMNS)
-    row.update(_stand_in(entry.call_id, entry.created, now, owner))
+def _json_row(entry: PendingCall, updated: str, owner: str | None) -> dict[str, Any]:
+    """``entry``'s row for the JSON document: the columns it sets over the stand-ins.
+
+    Columns left out read as NULL (``json_to_recordset``), so the row carries
+    only what it sets; ids are already text.
+    """
+    row: dict[str, Any] = {
+        "id": entry.call_id,
+        "name": UNKNOWN_CALL_NAME,
+        "tracking_id": entry.call_id,
+        "state": CallState.PENDING.value,
+        "attempt": 1,
+        "created": entry.created.isoformat(),
+        "updated": updated,
+        "owner": owner,
+    }
     row.update(entry.values)
     state = row["state"]
     if isinstance(state, CallState):
@@ -214,9 +231,27 @@ def _call_row(entry: PendingCall, now: datetime, owner: str | None) -> dict[str,
     return row
 
 
-def _stand_in(
-    call_id: uuid.UUID, created: datetime, now: datetime, owner: str | None
-) -> dict[str, Any]:
+def _call_row(entry: PendingCall, now: datetime, owner: str | None) -> dict[str, Any]:
+    """Every column of ``entry``'s row, typed for ``executemany``: ``None`` where unset."""
+    row: dict[str, Any] = dict.fromkeys(CALL_COLUMNS)
+    row.update(_stand_in(entry.call_id, entry.created, now, owner))
+    row.update(entry.values)
+    state = row["state"]
+    if isinstance(state, CallState):
+        row["state"] = state.value
+    return _typed(row)
+
+
+def _typed(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its ids as UUID objects, which the ``Uuid`` columns' binding expects."""
+    for name in _ID_COLUMNS:
+        value = row.get(name)
+        if isinstance(value, str):
+            row[name] = uuid.UUID(value)
+    return row
+
+
+def _stand_in(call_id: str, created: datetime, now: datetime, owner: str | None) -> dict[str, Any]:
     """Every NOT NULL column of a call row, for an update that lacks the identity."""
     return {
         "id": call_id,

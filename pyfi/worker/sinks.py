@@ -7,14 +7,14 @@ Both only hand values to a background writer (see :mod:`pyfi.recorder` and
 from __future__ import annotations
 
 import socket as _socket
-import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from pyfi.db.enums import CallState, EventName
 from pyfi.events import EventPublisher
-from pyfi.events.event import encode_event
+from pyfi.events.event import Channel, EventTemplate
 from pyfi.message import Message
-from pyfi.recorder import CallRecorder, CallUpdate
+from pyfi.recorder import CallRecorder
 from pyfi.wiring import SocketSpec
 from pyfi.worker.executor import Outcome
 
@@ -30,11 +30,9 @@ STEPS: dict[str, tuple[CallState, EventName | None, str]] = {
 }
 # The steps that first see a call in this worker: their update carries its identity.
 FIRST_STEPS = frozenset({"received", "joined"})
+# The steps whose note names only the socket, so their live event's data is fixed.
+ROUTINE_STEPS = frozenset({"received", "running", "postrun", "joined"})
 PREVIEW_CHARS = 200
-
-
-def _uuid(value: str | None) -> uuid.UUID | None:
-    return uuid.UUID(value) if value else None
 
 
 class RecordSink:
@@ -42,12 +40,12 @@ class RecordSink:
 
     A call that runs once and succeeds costs one row: its three steps merge
     in the recorder's memory into one upsert carrying ``received``,
-    ``started`` and ``finished``.
+    ``started`` and ``finished``. Ids stay the text the message carries.
     """
 
     def __init__(self, recorder: CallRecorder, socket_ids: dict[str, str]) -> None:
         self.recorder = recorder
-        self.socket_ids = {name: uuid.UUID(value) for name, value in socket_ids.items() if value}
+        self.socket_ids = {name: value for name, value in socket_ids.items() if value}
         self.hostname = _socket.gethostname()
 
     def __call__(
@@ -55,36 +53,31 @@ class RecordSink:
     ) -> None:
         state, event, _live = STEPS[step]
         now = datetime.now(UTC)
-        call_id = uuid.UUID(call.call_id)
+        values: dict[str, Any] = {"state": state, "attempt": call.attempt}
         if step in FIRST_STEPS:
             # The call's identity, once: later steps merge into this update in
             # memory, or into its row, and carry only what changed.
-            update = CallUpdate(
-                id=call_id,
-                name=socket.name,
-                socket_id=self.socket_ids.get(socket.name),
-                tracking_id=uuid.UUID(call.tracking_id),
-                parent_id=_uuid(call.parent_id),
-                argument=call.argument,
-                idempotency_key=call.idempotency_key,
-                state=state,
-                attempt=call.attempt,
-                hostname=self.hostname,
-                received=now,
-                finished=now if state.is_final else None,
-            )
-        else:
-            update = CallUpdate(
-                id=call_id,
-                state=state,
-                attempt=call.attempt,
-                started=now if step == "running" else None,
-                finished=now if state.is_final else None,
-                error=note if event is not None else None,
-            )
-        self.recorder.record_call(update)
+            values["name"] = socket.name
+            values["tracking_id"] = call.tracking_id
+            values["hostname"] = self.hostname
+            values["received"] = now
+            for name, value in (
+                ("socket_id", self.socket_ids.get(socket.name)),
+                ("parent_id", call.parent_id),
+                ("argument", call.argument),
+                ("idempotency_key", call.idempotency_key),
+            ):
+                if value is not None:
+                    values[name] = value
+        elif step == "running":
+            values["started"] = now
+        if state.is_final:
+            values["finished"] = now
         if event is not None:
-            self.recorder.record_event(call_id, event, note, now)
+            values["error"] = note
+        self.recorder.record_call_values(call.call_id, values)
+        if event is not None:
+            self.recorder.record_event(call.call_id, event, note, now)
 
 
 class EventSink:
@@ -93,23 +86,37 @@ class EventSink:
     def __init__(self, publisher: EventPublisher, processor: str) -> None:
         self.publisher = publisher
         self.processor = processor
+        self._templates: dict[tuple[str, str, str], EventTemplate] = {}
+
+    def _template(
+        self, socket: SocketSpec, step: str, channel: Channel, note: str
+    ) -> EventTemplate:
+        key = (socket.name, step, channel)
+        template = self._templates.get(key)
+        if template is None:
+            fixed = {"note": note} if channel == "task" and step in ROUTINE_STEPS else None
+            template = EventTemplate(
+                channel,
+                STEPS[step][2],
+                queue=socket.queue,
+                processor=self.processor,
+                socket=socket.name,
+                data=fixed,
+            )
+            self._templates[key] = template
+        return template
 
     def __call__(
         self, step: str, socket: SocketSpec, call: Message, outcome: Outcome | None, note: str
     ) -> None:
-        live_state = STEPS[step][2]
-        common = {
-            "queue": socket.queue,
-            "processor": self.processor,
-            "socket": socket.name,
-            "call_id": call.call_id,
-            "tracking_id": call.tracking_id,
-        }
         publish = self.publisher.publish
-        publish(encode_event("task", live_state, data={"note": note}, **common))
+        ids = call.call_id, call.tracking_id
+        task = self._template(socket, step, "task", note)
+        publish(task.encode(*ids) if step in ROUTINE_STEPS else task.encode(*ids, {"note": note}))
         if step == "postrun" and outcome is not None:
-            preview = repr(outcome.value)[:PREVIEW_CHARS]
-            publish(encode_event("result", live_state, data={"preview": preview}, **common))
+            text = repr(outcome.value)
+            result = self._template(socket, step, "result", note)
+            publish(result.encode(*ids, {"preview": text[:PREVIEW_CHARS]}))
         elif step in ("retry", "failure") and outcome is not None and outcome.error:
             error = {"type": outcome.error.get("type"), "message": outcome.error.get("message")}
-            publish(encode_event("error", live_state, data=error, **common))
+            publish(self._template(socket, step, "error", note).encode(*ids, error))

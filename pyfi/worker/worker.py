@@ -5,9 +5,10 @@ Threads and their jobs (kombu channels are not thread-safe):
 * the main thread owns the consuming connection: it receives messages, hands
   each to the pool, and settles (acks or requeues) the ones the pool is done
   with;
-* each pool thread runs one call at a time and owns its own publishing
-  connection, so that it can store the result, publish the downstream
-  messages with publisher confirms, and only then report the message done.
+* each pool thread runs one call at a time, has its downstream messages
+  published with publisher confirms (:mod:`pyfi.worker.publishing`), and
+  hands its outcome over to be stored with others that finished meanwhile
+  (:mod:`pyfi.worker.storing`); the message is reported done once stored.
 
 A message is acknowledged only after its downstream messages are confirmed
 and then its result is stored, so a crash at any instant means redelivery,
@@ -44,6 +45,7 @@ from pyfi.worker.executor import Outcome, execute
 from pyfi.worker.publishing import BatchPublisher
 from pyfi.worker.router import downstream
 from pyfi.worker.settlement import ACK, REQUEUE, Settlement
+from pyfi.worker.storing import ResultStorer
 from pyfi.worker.telemetry import Telemetry
 from pyfi.workflow.engine import FlowDriver
 
@@ -51,6 +53,8 @@ log = logging.getLogger("pyfi.worker")
 
 MAX_RETRY_DELAY_S = 3600
 INFRASTRUCTURE_BACKOFF_S = 1.0
+# What _handle returns when the message is settled later, once its result is stored.
+LATER = "later"
 
 # Messages held per pool thread. Acks are sent by the consuming thread between
 # two reads, so with only one message per thread the pool idles while its
@@ -103,6 +107,7 @@ class Worker:
         # Downstream messages go through one publishing thread (see
         # pyfi.worker.publishing); started by run().
         self._batcher: BatchPublisher | None = None
+        self._storer = ResultStorer(backend, backoff_s=INFRASTRUCTURE_BACKOFF_S)
         self.flows = FlowDriver(
             backend,
             lambda message, route: self._downstream_publisher().publish(message, route),
@@ -178,6 +183,7 @@ class Worker:
                 self._work.put(None)
             for thread in pool:
                 thread.join()
+            self._storer.flush()
             self._settle()
             self._batcher.close()
             broker.close()
@@ -218,7 +224,8 @@ class Worker:
             except BaseException:  # _process handles everything; this is the last guard
                 log.exception("unexpected error on a message of %s; requeueing it", socket.name)
                 action = REQUEUE
-            self._settled.put((delivery, action))
+            if action != LATER:
+                self._settled.put((delivery, action))
 
     def _settle(self, block: float = 0.0) -> None:
         """Acknowledge (or requeue) every message the pool is done with, runs in one frame."""
@@ -328,10 +335,41 @@ class Worker:
         else:
             self.telemetry.running(socket, call)
             outcome = execute(self.functions[socket.name], call.args, call.kwargs)
-        self._conclude(socket, call, outcome, publisher, already_stored=stored is not None)
+        if not self._conclude(socket, call, outcome, publisher, already_stored=stored is not None):
+            return ACK  # retried later: nothing to store
+        if stored is not None:
+            self._report(socket, call, outcome)
+            return ACK
+        encoded = outcome.encode()
         if joined:
+            # The join is released only once the result is out, so it stores now.
+            self.backend.store(call.call_id, encoded, self.options.result_ttl_s)
             self.backend.complete_join(call.tracking_id, socket.name)
-        return ACK
+            self._report(socket, call, outcome)
+            return ACK
+        self._storer.submit(
+            call.call_id,
+            encoded,
+            self.options.result_ttl_s,
+            lambda error: self._stored(socket, call, outcome, delivery, error),
+        )
+        return LATER
+
+    def _stored(
+        self,
+        socket: SocketSpec,
+        call: Message,
+        outcome: Outcome,
+        delivery: KombuMessage,
+        error: BaseException | None,
+    ) -> None:
+        """Report ``call`` finished and settle its message, once its outcome is stored."""
+        if error is None:
+            self._report(socket, call, outcome)
+            self._settled.put((delivery, ACK))
+            return
+        log.warning("call on %s will be retried: its result was not stored: %s", socket.name, error)
+        self._settled.put((delivery, REQUEUE))
 
     def _join(self, socket: SocketSpec, message: Message) -> Message | None:
         assert message.argument is not None
@@ -363,14 +401,17 @@ class Worker:
         publisher: Broker,
         *,
         already_stored: bool,
-    ) -> None:
+    ) -> bool:
+        """Publish what follows from ``outcome``; False when the call is retried instead.
+
+        The outcome is stored after this returns: once a caller can see it,
+        every downstream message and dead letter of the call is published.
+        """
         if not outcome.ok and not already_stored and self._should_retry(call, outcome):
             delay_s = self._retry_delay(call, outcome)
             publisher.publish(call.retried(), socket.route, delay_ms=int(delay_s * 1000))
             self.telemetry.retrying(socket, call, outcome, delay_s)
-            return
-        # The outcome is stored last: once a caller can see it, every
-        # downstream message and dead letter of the call is already published.
+            return False
         self._downstream_publisher().publish_many(list(downstream(socket, call, outcome)))
         if call.flow is not None and not already_stored:
             if outcome.ok:
@@ -383,8 +424,9 @@ class Worker:
                 dead_letter_body(call, reason="failed after retries", error=outcome.error),
                 {"pyfi-reason": "failed"},
             )
-        if not already_stored:
-            self.backend.store(call.call_id, outcome.encode(), self.options.result_ttl_s)
+        return True
+
+    def _report(self, socket: SocketSpec, call: Message, outcome: Outcome) -> None:
         if outcome.ok:
             self.telemetry.finished(socket, call, outcome)
         else:

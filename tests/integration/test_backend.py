@@ -113,6 +113,41 @@ def test_store_overwrites_earlier_outcome(backend: ResultBackend) -> None:
     assert backend.wait(call_id, 1) == outcome(2)
 
 
+def test_store_many_stores_each_and_wakes_its_waiter(backend: ResultBackend) -> None:
+    # Given a waiter on one of several calls
+    ids = [new_id() for _ in range(300)]
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(backend.wait, ids[150], 10)
+        # When their outcomes are stored together
+        backend.store_many([(call_id, outcome(i), TTL) for i, call_id in enumerate(ids)])
+        # Then every one reads back, and the waiter woke with its own
+        assert waiting.result(10) == outcome(150)
+    assert backend.get_many(ids) == [outcome(i) for i in range(300)]
+
+
+def test_store_many_refuses_a_bad_ttl_before_storing_any(backend: ResultBackend) -> None:
+    first, second = new_id(), new_id()
+    with pytest.raises(InvalidValue):
+        backend.store_many([(first, outcome(1), TTL), (second, outcome(2), 0)])
+    assert backend.get(first) is None
+
+
+@requires_redis
+@pytest.mark.redis
+def test_redis_store_many_survives_a_server_that_forgot_its_scripts(redis_url: str) -> None:
+    # Given a backend whose store script the server no longer has (restart, SCRIPT FLUSH)
+    with open_backend(redis_url) as backend:
+        backend.store(new_id(), outcome(0), TTL)
+        import redis
+
+        redis.Redis.from_url(redis_url).script_flush()
+        # When outcomes are stored together
+        ids = [new_id() for _ in range(3)]
+        backend.store_many([(call_id, outcome(call_id), TTL) for call_id in ids])
+        # Then the script was loaded again and every outcome is there
+        assert backend.get_many(ids) == [outcome(call_id) for call_id in ids]
+
+
 def test_get_unknown_call_is_none(backend: ResultBackend) -> None:
     # Given nothing stored
     # When an unknown call is read

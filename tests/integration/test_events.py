@@ -34,7 +34,7 @@ from pyfi.events import (
     LiveEvent,
     channel_name,
 )
-from pyfi.events.event import encode_event
+from pyfi.events.event import EventTemplate
 from pyfi.events.transport import filesystem_folders
 from tests.conftest import requires_rabbitmq, requires_redis
 
@@ -113,27 +113,42 @@ def test_live_event_json_round_trip_keeps_every_field(queue: str) -> None:
     assert parsed.channel_name == channel_name(queue, "proc1", "task")
 
 
-def test_encoded_event_is_the_json_of_the_same_live_event(queue: str) -> None:
-    # Given the fields of a result event
-    fields: dict[str, Any] = {
-        "queue": queue,
-        "processor": "proc1",
-        "socket": "s1",
-        "call_id": "c1",
-        "tracking_id": "t1",
-        "data": {"preview": "'x'"},
-    }
-    # When it is encoded directly, as workers do
-    channel, payload = encode_event("result", "postrun", **fields)
-    # Then it reads back as the event LiveEvent.create makes, and writes back to the same text
-    decoded = LiveEvent.from_json(payload)
-    created = LiveEvent.create("result", "postrun", **fields)
-    assert decoded == replace(created, date=decoded.date)
-    assert decoded.data == created.data
-    assert decoded.to_json() == payload
-    assert channel == created.channel_name == f"{queue}.proc1.result"
+@pytest.mark.parametrize(
+    ("channel", "template_data", "call_data"),
+    [
+        ("result", None, {"preview": "'x'"}),
+        ("task", {"note": "Received task s1"}, None),
+        ("error", None, {"type": "ValueError", "message": 'bad "quote" \\ é'}),
+    ],
+)
+def test_template_event_is_the_json_of_the_same_live_event(
+    queue: str, channel: str, template_data: Any, call_data: Any
+) -> None:
+    # Given a template of one socket's events (data fixed or given per call)
+    where = {"queue": queue, "processor": "proc1", "socket": "s1"}
+    template = EventTemplate(channel, "postrun", data=template_data, **where)  # type: ignore[arg-type]
+    # When it is encoded for two calls, as workers do
+    encoded = [template.encode(f"c{i}", f"t{i}", call_data) for i in (1, 2)]
+    # Then each reads back as the event LiveEvent.create makes, and writes back to the same text
+    for index, (name, payload) in enumerate(encoded, start=1):
+        decoded = LiveEvent.from_json(payload)
+        created = LiveEvent.create(
+            channel,  # type: ignore[arg-type]
+            "postrun",
+            call_id=f"c{index}",
+            tracking_id=f"t{index}",
+            data=call_data if call_data is not None else template_data,
+            **where,
+        )
+        assert decoded == replace(created, date=decoded.date)
+        assert decoded.data == created.data
+        assert decoded.to_json() == payload
+        assert name == created.channel_name == f"{queue}.proc1.{channel}"
+
+
+def test_template_refuses_an_unknown_channel(queue: str) -> None:
     with pytest.raises(InvalidValue, match="unknown event channel 'nope'"):
-        encode_event("nope", "x", queue=queue, processor="p")  # type: ignore[arg-type]
+        EventTemplate("nope", "x", queue=queue, processor="p")  # type: ignore[arg-type]
 
 
 def test_live_event_from_json_ignores_unknown_fields(queue: str) -> None:
