@@ -23,7 +23,7 @@ from kombu.message import Message as KombuMessage
 from kombu.messaging import Consumer, Producer
 
 from pyfi import naming
-from pyfi.broker import filesystem
+from pyfi.broker import amqp_transport, filesystem
 from pyfi.broker.topology import SocketRoute
 from pyfi.config import filesystem_broker_dir, mask_url
 from pyfi.errors import BrokerUnavailable
@@ -53,6 +53,7 @@ def connection_for(url: str) -> Connection:
         return Connection("memory://")
     return Connection(
         url,
+        transport=amqp_transport.Transport,
         connect_timeout=5,
         heartbeat=0,
         transport_options={"confirm_publish": True},
