@@ -9,6 +9,9 @@ frames are cut from that buffer; a frame that is already buffered is taken
 without touching the socket (or its timeout) at all. Under load one ``recv``
 brings dozens of messages.
 
+Writes can be held back the same way (:meth:`BufferedTCPTransport.corked`):
+publishing a batch of messages is then one ``sendall`` instead of one each.
+
 Only plain TCP connections are changed; TLS connections keep py-amqp's own
 transport (its SSL reads have their own buffering).
 """
@@ -16,6 +19,8 @@ transport (its SSL reads have their own buffering).
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
 from struct import unpack_from
 from typing import Any
 
@@ -34,10 +39,37 @@ class BufferedTCPTransport(amqp_transport.TCPTransport):  # type: ignore[misc]
 
     _buffer = b""
     _offset = 0
+    _held: list[bytes] | None = None
 
     def _setup_transport(self) -> None:
         super()._setup_transport()
         self._buffer, self._offset = b"", 0
+        self._held = None
+
+    def write(self, s: Any) -> None:
+        """Send ``s``, or hold a copy of it while :meth:`corked`."""
+        if self._held is None:
+            super().write(s)
+        else:
+            self._held.append(bytes(s))  # py-amqp reuses the buffer s views
+
+    @contextmanager
+    def corked(self) -> Iterator[None]:
+        """Hold every write back until the block ends, then send them as one.
+
+        What was held is sent even when the block raises, as it would have
+        been without the cork.
+        """
+        if self._held is not None:  # already corked further up
+            yield
+            return
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            if held:
+                super().write(b"".join(held))
 
     def frame_ready(self) -> bool:
         """True when a whole frame is buffered: reading it needs no system call."""

@@ -14,6 +14,8 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from kombu.messaging import Consumer, Producer
 
 from pyfi import naming
 from pyfi.broker import amqp_transport, filesystem
+from pyfi.broker.amqp_transport import BufferedTCPTransport
 from pyfi.broker.topology import SocketRoute
 from pyfi.config import filesystem_broker_dir, mask_url
 from pyfi.errors import BrokerUnavailable
@@ -213,23 +216,7 @@ class Broker:
         channel.events["basic_ack"].add(on_ack)
         channel.events["basic_nack"].add(on_nack)
         try:
-            for message, route in items:
-                self.declare(route)
-                prepared = channel.prepare_message(
-                    message.encode(),
-                    content_type=CONTENT_TYPE,
-                    content_encoding="utf-8",
-                    headers={"pyfi-socket": message.socket},
-                    properties={"delivery_mode": 2, "message_id": message.call_id},
-                )
-                channel._basic_publish(
-                    prepared, exchange=self._exchange(route).name, routing_key=route.routing_key
-                )
-                self._published += 1
-                outstanding.add(self._published)
-                if len(outstanding) >= CONFIRM_WINDOW:
-                    self._drain_confirms(channel, outstanding)
-            self._drain_confirms(channel, outstanding)
+            self._publish_window(channel, items, outstanding)
         except (*self.connection.connection_errors, TimeoutError) as exc:
             raise BrokerUnavailable(
                 f"lost the message broker {mask_url(self.url)} while publishing: {exc}"
@@ -242,13 +229,44 @@ class Broker:
                 f"the message broker {mask_url(self.url)} refused {len(refused)} published call(s)"
             )
 
+    def _publish_window(
+        self, channel: Any, items: Iterable[tuple[Message, SocketRoute]], outstanding: set[int]
+    ) -> None:
+        transport = channel.connection.transport
+        corked = transport.corked if isinstance(transport, BufferedTCPTransport) else nullcontext
+        pending = iter(items)
+        while window := list(islice(pending, CONFIRM_WINDOW)):
+            for _, route in window:  # declaring waits for replies: not while corked
+                self.declare(route)
+            # The window's messages leave in one write; then its confirms are awaited.
+            with corked():
+                for message, route in window:
+                    prepared = channel.prepare_message(
+                        message.encode(),
+                        content_type=CONTENT_TYPE,
+                        content_encoding="utf-8",
+                        headers={"pyfi-socket": message.socket},
+                        properties={"delivery_mode": 2, "message_id": message.call_id},
+                    )
+                    channel._basic_publish(
+                        prepared, exchange=self._exchange(route).name, routing_key=route.routing_key
+                    )
+                    self._published += 1
+                    outstanding.add(self._published)
+            self._drain_confirms(channel, outstanding)
+
     def _drain_confirms(self, channel: Any, outstanding: set[int]) -> None:
+        # One fixed timeout, left on the socket: py-amqp changes the socket's
+        # timeout around every read whose timeout differs from the standing
+        # one (two system calls per confirm read); the deadline is kept here.
+        sock = getattr(channel.connection.transport, "sock", None)
+        if sock is not None and sock.gettimeout() != CONFIRM_TIMEOUT_S:
+            sock.settimeout(CONFIRM_TIMEOUT_S)
         deadline = time.monotonic() + CONFIRM_TIMEOUT_S
         while outstanding:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(outstanding)} publisher confirms still missing")
-            channel.connection.drain_events(timeout=remaining)
+            channel.connection.drain_events(timeout=CONFIRM_TIMEOUT_S)
 
     def _count_publish(self) -> None:
         """Keep count of the confirm-mode delivery tag of the producer's channel.
