@@ -6,6 +6,7 @@ Both only hand values to a background writer (see :mod:`pyfi.recorder` and
 
 from __future__ import annotations
 
+import reprlib
 import socket as _socket
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,35 @@ FIRST_STEPS = frozenset({"received", "joined"})
 # The steps whose note names only the socket, so their live event's data is fixed.
 ROUTINE_STEPS = frozenset({"received", "running", "postrun", "joined"})
 PREVIEW_CHARS = 200
+
+
+def _previewer() -> reprlib.Repr:
+    """A ``repr`` that looks at no more of a value than a preview shows."""
+    bounded = reprlib.Repr()
+    bounded.maxlevel = 3
+    for name in ("maxtuple", "maxlist", "maxarray", "maxdict", "maxset", "maxfrozenset"):
+        setattr(bounded, name, 20)
+    bounded.maxdeque = 20
+    bounded.maxstring = bounded.maxlong = bounded.maxother = PREVIEW_CHARS
+    return bounded
+
+
+_PREVIEWER = _previewer()
+
+
+def preview(value: object) -> str:
+    """At most :data:`PREVIEW_CHARS` of ``value``'s repr, without building all of it.
+
+    Plain scalars (the common result) take the built-in ``repr``; containers
+    and long strings are looked at only as far as a preview shows, so a
+    large result costs no more than a small one.
+    """
+    try:
+        if value is None or isinstance(value, bool | int | float):
+            return repr(value)[:PREVIEW_CHARS]
+        return _PREVIEWER.repr(value)[:PREVIEW_CHARS]
+    except ValueError:  # an int beyond the interpreter's digit limit
+        return f"<{type(value).__name__} too large to show>"
 
 
 class RecordSink:
@@ -114,9 +144,8 @@ class EventSink:
         task = self._template(socket, step, "task", note)
         publish(task.encode(*ids) if step in ROUTINE_STEPS else task.encode(*ids, {"note": note}))
         if step == "postrun" and outcome is not None:
-            text = repr(outcome.value)
             result = self._template(socket, step, "result", note)
-            publish(result.encode(*ids, {"preview": text[:PREVIEW_CHARS]}))
+            publish(result.encode(*ids, {"preview": preview(outcome.value)}))
         elif step in ("retry", "failure") and outcome is not None and outcome.error:
             error = {"type": outcome.error.get("type"), "message": outcome.error.get("message")}
             publish(self._template(socket, step, "error", note).encode(*ids, error))
