@@ -200,6 +200,22 @@ def test_malformed_frames_are_refused(flows: Recorder, frames: Any, reason: str)
         flows.driver.advance(message, 1)
 
 
+def test_a_malformed_later_step_is_refused_when_the_pipeline_reaches_it(flows: Recorder) -> None:
+    # Given a pipeline whose third step was tampered with (no route)
+    bad = {"kind": "call", "id": "0.2", "socket": "s"}
+    plan = {"kind": "pipeline", "id": "0", "steps": [call("0.0"), call("0.1"), bad]}
+    run = new_id()
+    flows.driver.begin(plan, run)
+    (first,) = flows.take()
+    # When the first step finishes, the second is started (only it is looked at)
+    flows.driver.advance(first, 1)
+    (second,) = flows.take()
+    # Then finishing the second, which would start the bad step, is refused
+    with pytest.raises(MessageDecodeError, match="route"):
+        flows.driver.advance(second, 2)
+    assert flows.take() == []
+
+
 def test_plan_checks_and_counts() -> None:
     # Given a funnel with a nested pipeline and a callback
     inner = {"kind": "pipeline", "id": "0.1", "steps": [call("0.1.0"), call("0.1.1")]}
