@@ -33,7 +33,7 @@ from typing import Any
 
 from kombu.message import Message as KombuMessage
 
-from pyfi.backend.base import DEFAULT_JOIN_TTL_S, DEFAULT_RESULT_TTL_S
+from pyfi.backend.base import DEFAULT_JOIN_TTL_S, DEFAULT_RESULT_TTL_S, check_ttl
 from pyfi.broker import Broker
 from pyfi.config import ENV_AGENT_PID, Settings
 from pyfi.errors import BackendUnavailable, BrokerUnavailable, MessageDecodeError
@@ -107,6 +107,7 @@ class Worker:
         # Downstream messages go through one publishing thread (see
         # pyfi.worker.publishing); started by run().
         self._batcher: BatchPublisher | None = None
+        check_ttl(options.result_ttl_s)  # refused here, not by every store
         self._storer = ResultStorer(backend, backoff_s=INFRASTRUCTURE_BACKOFF_S)
         self.flows = FlowDriver(
             backend,
@@ -364,12 +365,17 @@ class Worker:
         error: BaseException | None,
     ) -> None:
         """Report ``call`` finished and settle its message, once its outcome is stored."""
-        if error is None:
-            self._report(socket, call, outcome)
-            self._settled.put((delivery, ACK))
+        if error is not None:
+            log.warning(
+                "call on %s will be retried: its result was not stored: %s", socket.name, error
+            )
+            self._settled.put((delivery, REQUEUE))
             return
-        log.warning("call on %s will be retried: its result was not stored: %s", socket.name, error)
-        self._settled.put((delivery, REQUEUE))
+        try:
+            self._report(socket, call, outcome)
+        except Exception:  # the call is done: a failing report must not leave it unsettled
+            log.exception("could not report call %s on %s as finished", call.call_id, socket.name)
+        self._settled.put((delivery, ACK))
 
     def _join(self, socket: SocketSpec, message: Message) -> Message | None:
         assert message.argument is not None

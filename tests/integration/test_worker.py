@@ -10,25 +10,29 @@ from typing import Any
 import pytest
 
 from pyfi.broker import Broker
-from pyfi.config import load_settings
+from pyfi.config import Settings, load_settings
 from pyfi.db.session import Database
 from pyfi.dlq import list_dead_letters
+from pyfi.errors import InvalidValue
 from pyfi.worker.factory import build_worker
 from pyfi.worker.telemetry import Telemetry
-from pyfi.worker.worker import WorkerOptions
+from pyfi.worker.worker import Worker, WorkerOptions
 from tests.acceptance.mesh import EXAMPLES
 from tests.conftest import Flow
 
 
-def _explode(step: str, *_args: Any) -> None:
-    if step == "running":
-        raise RuntimeError("sink is broken")
+def _explode_on(broken: str) -> Any:
+    def sink(step: str, *_args: Any) -> None:
+        if step == broken:
+            raise RuntimeError("sink is broken")
+
+    return sink
 
 
-def test_worker_sets_aside_a_message_its_own_code_fails_on(
+def _network(
     tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given an embedded network whose telemetry fails while a call starts
+) -> tuple[Settings, Database]:
+    """An embedded network with one ``echo`` socket, and the settings to reach it."""
     from pyfi.db import schema
 
     database = Database(sqlite_url)
@@ -45,12 +49,30 @@ def test_worker_sets_aside_a_message_its_own_code_fails_on(
         },
         {},
     )
+    return settings, database
+
+
+def _running_worker(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch, broken_step: str
+) -> tuple[Settings, Database, Worker, threading.Thread]:
+    """A worker serving :func:`_network`, whose telemetry fails on ``broken_step``."""
+    settings, database = _network(tmp_path, sqlite_url, monkeypatch)
     options = WorkerOptions(path=EXAMPLES, install_signals=False, record=False, events=False)
     worker = build_worker(settings, database, "p", options)
-    worker.telemetry = Telemetry("p", [_explode])
+    worker.telemetry = Telemetry("p", [_explode_on(broken_step)])
     thread = threading.Thread(target=worker.run)
     thread.start()
     assert worker.ready.wait(10)
+    return settings, database, worker, thread
+
+
+def test_worker_sets_aside_a_message_its_own_code_fails_on(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an embedded network whose telemetry fails while a call starts
+    settings, database, worker, thread = _running_worker(
+        tmp_path, sqlite_url, monkeypatch, "running"
+    )
     # When a call arrives
     from pyfi.client.calls import Client
 
@@ -75,22 +97,36 @@ def test_worker_sets_aside_a_message_its_own_code_fails_on(
     database.dispose()
 
 
-def test_filesystem_broker_two_folders_in_one_process_both_deliver(tmp_path: Path) -> None:
-    # Given two embedded broker folders used from the same process (kombu keeps
-    # exchange state per process, which once made the second folder drop messages)
-    from pyfi.broker import SocketRoute
-    from pyfi.message import Message
+def test_a_call_whose_finish_cannot_be_reported_is_still_done_and_acknowledged(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a worker whose telemetry fails when a call has finished (its result stored)
+    settings, database, worker, thread = _running_worker(
+        tmp_path, sqlite_url, monkeypatch, "postrun"
+    )
+    from pyfi.client.calls import Client
 
-    route = SocketRoute("s.one", "pyfi.queue1")
-    for folder in ("a", "b"):
-        broker = Broker(f"filesystem://{tmp_path / folder}")
-        broker.publish(Message.new("s.one", [folder]), route)
-        broker.close()
-    # Then each folder holds its own message
-    for folder in ("a", "b"):
-        broker = Broker(f"filesystem://{tmp_path / folder}")
-        delivery = broker.get(route.queue)
-        assert delivery is not None
-        assert Message.decode(delivery.body).args == [folder]
-        delivery.ack()
-        broker.close()
+    with Client(settings, database) as client:
+        # When a call runs
+        call = client.send("echo", ["fine"])
+        # Then its result is there
+        assert client.result(call.call_id, 10) is not None
+    # And the worker stops at once: the message was acknowledged, not left in flight
+    worker.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    broker = Broker(settings.broker_url)
+    assert broker.get("echo") is None
+    broker.close()
+    assert list_dead_letters(settings.broker_url, "echo") == []
+    database.dispose()
+
+
+def test_a_worker_refuses_a_result_ttl_below_one_second(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, database = _network(tmp_path, sqlite_url, monkeypatch)
+    options = WorkerOptions(path=EXAMPLES, install_signals=False, result_ttl_s=0)
+    with pytest.raises(InvalidValue, match="at least 1 second"):
+        build_worker(settings, database, "p", options)
+    database.dispose()
