@@ -87,7 +87,9 @@ def start(
     from pyfi.worker.worker import WorkerOptions
 
     if spec_file is None and processor_name is None:
-        raise click.UsageError("name the processor to serve with --processor")
+        raise click.UsageError(
+            "name the processor to serve with --processor (or hand over its spec with --spec)"
+        )
 
     configure_logging(flow)
     options = WorkerOptions(

@@ -10,7 +10,9 @@ from tests.conftest import Flow
 
 
 def test_worker_start_needs_a_processor_or_a_spec(first_flow: Flow) -> None:
-    assert "name the processor to serve with --processor" in first_flow.fails("worker", "start")
+    assert "name the processor to serve with --processor (or hand over its spec with --spec)" in (
+        first_flow.fails("worker", "start")
+    )
 
 
 def test_worker_start_refuses_a_spec_of_another_processor(

@@ -66,6 +66,16 @@ def _running_worker(
     return settings, database, worker, thread
 
 
+def _stop_with_empty_queue(worker: Worker, thread: threading.Thread, settings: Settings) -> None:
+    """Stop ``worker``; it must finish within 10 s and leave the ``echo`` queue empty."""
+    worker.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    broker = Broker(settings.broker_url)
+    assert broker.get("echo") is None
+    broker.close()
+
+
 def test_worker_sets_aside_a_message_its_own_code_fails_on(
     tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -84,16 +94,11 @@ def test_worker_sets_aside_a_message_its_own_code_fails_on(
         while not letters and time.monotonic() < deadline:
             letters = list_dead_letters(settings.broker_url, "echo")
             time.sleep(0.05)
-    worker.stop()
-    thread.join(10)
+    # And the worker stops with nothing left in the socket's queue
+    _stop_with_empty_queue(worker, thread, settings)
     assert [(x["id"], x["reason"]) for x in letters] == [
         (call.call_id, "worker error: RuntimeError: sink is broken")
     ]
-    assert not thread.is_alive()
-    # And nothing is left in the socket's queue
-    broker = Broker(settings.broker_url)
-    assert broker.get("echo") is None
-    broker.close()
     database.dispose()
 
 
@@ -112,12 +117,7 @@ def test_a_call_whose_finish_cannot_be_reported_is_still_done_and_acknowledged(
         # Then its result is there
         assert client.result(call.call_id, 10) is not None
     # And the worker stops at once: the message was acknowledged, not left in flight
-    worker.stop()
-    thread.join(10)
-    assert not thread.is_alive()
-    broker = Broker(settings.broker_url)
-    assert broker.get("echo") is None
-    broker.close()
+    _stop_with_empty_queue(worker, thread, settings)
     assert list_dead_letters(settings.broker_url, "echo") == []
     database.dispose()
 
