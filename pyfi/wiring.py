@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyfi.broker.topology import SocketRoute, queue_arguments
 from pyfi.db.enums import PlugType, QueueType
+from pyfi.workflow.plan import route_from_json
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, FromClause
@@ -86,7 +87,7 @@ def spec_from_json(text: str) -> ProcessorSpec:
     InvalidValue
         ``text`` is not such a spec, or one of another format.
     """
-    from pyfi.errors import InvalidValue
+    from pyfi.errors import InvalidValue, MessageDecodeError
 
     try:
         document = json.loads(text)
@@ -106,18 +107,8 @@ def spec_from_json(text: str) -> ProcessorSpec:
         )
     except InvalidValue:
         raise
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, MessageDecodeError) as exc:
         raise InvalidValue(f"not a processor spec: {type(exc).__name__}: {exc}") from exc
-
-
-def _route_from(raw: dict[str, Any]) -> SocketRoute:
-    return SocketRoute(
-        socket=raw["socket"],
-        exchange=raw["exchange"],
-        exchange_type=raw["exchange_type"],
-        durable=bool(raw["durable"]),
-        arguments=dict(raw["arguments"]),
-    )
 
 
 def _socket_from(raw: dict[str, Any]) -> SocketSpec:
@@ -126,7 +117,7 @@ def _socket_from(raw: dict[str, Any]) -> SocketSpec:
         id=raw["id"],
         task=raw["task"],
         queue=raw["queue"],
-        route=_route_from(raw["route"]),
+        route=route_from_json(raw["route"]),
         wait=bool(raw["wait"]),
         join_arguments=tuple(raw["join_arguments"]),
         outgoing=tuple(
@@ -134,7 +125,7 @@ def _socket_from(raw: dict[str, Any]) -> SocketSpec:
                 name=plug["name"],
                 type=PlugType(plug["type"]),
                 target=plug["target"],
-                target_route=_route_from(plug["target_route"]),
+                target_route=route_from_json(plug["target_route"]),
                 argument=plug["argument"],
             )
             for plug in raw["outgoing"]

@@ -139,7 +139,20 @@ class LiveEvent:
         InvalidValue
             If ``channel`` is not one of :data:`CHANNELS`.
         """
-        return cls(**_stamped(channel, state, queue, processor, socket, call_id, tracking_id, data))
+        return cls(
+            channel=channel,
+            state=state,
+            room=room_name(queue, processor),
+            date=utc_now(),
+            call_id=call_id,
+            tracking_id=tracking_id,
+            socket=socket,
+            processor=processor,
+            queue=queue,
+            hostname=_Origin.hostname,
+            pid=_Origin.pid,
+            data=data,
+        )
 
     @property
     def channel_name(self) -> str:
@@ -284,34 +297,6 @@ def _json(value: Any) -> str:
 
 def _json_data(data: Mapping[str, Any] | None) -> str:
     return "null" if data is None else _json(dict(data))
-
-
-def _stamped(
-    channel: str,
-    state: str,
-    queue: str,
-    processor: str,
-    socket: str | None,
-    call_id: str | None,
-    tracking_id: str | None,
-    data: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """Every field of an event happening now, here, in the order of :class:`LiveEvent`."""
-    return {
-        "schema": SCHEMA_VERSION,
-        "channel": channel,
-        "state": state,
-        "room": room_name(queue, processor),
-        "date": utc_now(),
-        "call_id": call_id,
-        "tracking_id": tracking_id,
-        "socket": socket,
-        "processor": processor,
-        "queue": queue,
-        "hostname": _Origin.hostname,
-        "pid": _Origin.pid,
-        "data": data,
-    }
 
 
 def _is_int(value: object) -> bool:

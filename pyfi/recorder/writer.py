@@ -214,32 +214,26 @@ def _json_row(entry: PendingCall, updated: str, owner: str | None) -> dict[str, 
     Columns left out read as NULL (``json_to_recordset``), so the row carries
     only what it sets; ids are already text.
     """
-    row: dict[str, Any] = {
-        "id": entry.call_id,
-        "name": UNKNOWN_CALL_NAME,
-        "tracking_id": entry.call_id,
-        "state": CallState.PENDING.value,
-        "attempt": 1,
-        "created": entry.created.isoformat(),
-        "updated": updated,
-        "owner": owner,
-    }
-    row.update(entry.values)
-    state = row["state"]
-    if isinstance(state, CallState):
-        row["state"] = state.value
-    return row
+    return _merged(entry, entry.created.isoformat(), updated, owner)
 
 
 def _call_row(entry: PendingCall, now: datetime, owner: str | None) -> dict[str, Any]:
     """Every column of ``entry``'s row, typed for ``executemany``: ``None`` where unset."""
     row: dict[str, Any] = dict.fromkeys(CALL_COLUMNS)
-    row.update(_stand_in(entry.call_id, entry.created, now, owner))
+    row.update(_merged(entry, entry.created, now, owner))
+    return _typed(row)
+
+
+def _merged(
+    entry: PendingCall, created: datetime | str, updated: datetime | str, owner: str | None
+) -> dict[str, Any]:
+    """``entry``'s values over the stand-ins, its state as text."""
+    row = _stand_in(entry.call_id, created, updated, owner)
     row.update(entry.values)
     state = row["state"]
     if isinstance(state, CallState):
         row["state"] = state.value
-    return _typed(row)
+    return row
 
 
 def _typed(row: dict[str, Any]) -> dict[str, Any]:
@@ -251,7 +245,9 @@ def _typed(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _stand_in(call_id: str, created: datetime, now: datetime, owner: str | None) -> dict[str, Any]:
+def _stand_in(
+    call_id: str, created: datetime | str, now: datetime | str, owner: str | None
+) -> dict[str, Any]:
     """Every NOT NULL column of a call row, for an update that lacks the identity."""
     return {
         "id": call_id,
