@@ -6,8 +6,10 @@ Keys (all under ``pyfi:``):
     The outcome string, with the call's TTL.
 ``pyfi:result:<call id>:notify``
     A list holding one wake-up token while the outcome exists. Waiters block
-    on it with ``BLPOP`` instead of polling, and put the token back so that
-    every other waiter wakes too.
+    on it with ``BRPOPLPUSH`` from the list onto itself, instead of polling:
+    the token is read and stays for every other waiter, in one command. A
+    small outcome travels in the token itself (``=`` and the outcome), so a
+    waiter has it in the round trip that woke it; a large one is fetched.
 ``pyfi:join:<tracking id>:<socket>``
     A hash of ``arg:<name>`` to value, plus ``claimant`` once the join fired.
 
@@ -31,10 +33,18 @@ from pyfi.errors import BackendError, BackendUnavailable
 
 PREFIX = "pyfi:"
 CONNECT_TIMEOUT_S = 5
-# Every command but BLPOP answers at once; BLPOP is issued in slices shorter
-# than this, so a dead server is noticed instead of blocking a waiter forever.
+# Every command but the waiters' BRPOPLPUSH answers at once; that one is
+# issued in slices shorter than this, so a dead server is noticed instead of
+# blocking a waiter forever.
 SOCKET_TIMEOUT_S = 15
-BLPOP_SLICE_S = 10.0
+WAIT_SLICE_S = 10.0
+# Outcomes up to this size (bytes) ride in their wake-up token: the common
+# small result costs its waiter no second round trip, and a large one is
+# not kept twice.
+INLINE_OUTCOME_BYTES = 1024
+# A token carrying its outcome starts with this; any other token (the empty
+# one, or the "1" of releases before inline outcomes) means "fetch it".
+INLINE_MARK = "="
 MGET_SLICE = 1000
 HEALTH_CHECK_INTERVAL_S = 30
 # Shown by CLIENT LIST, so operators can tell pyfi's connections apart.
@@ -68,27 +78,20 @@ return out
 """
 
 # KEYS[1] result, KEYS[2] its notify list. ARGV: outcome, ttl_s. One command
-# where MULTI/SET/RPUSH/LTRIM/EXPIRE/EXEC were six: a worker stores one result
-# per call, and the client side of those round trips was most of its cost.
-# Atomic like the transaction was: a waiter never sees the token without the value.
-_STORE = """
+# where MULTI/SET/RPUSH/EXPIRE/EXEC were five: a worker stores one result per
+# call, and the client side of those round trips was most of its cost.
+# Atomic like the transaction was: a waiter never sees the token without the
+# value. The list is replaced, not appended to, so a stored-again outcome
+# never leaves its predecessor's token behind.
+_STORE = f"""
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('RPUSH', KEYS[2], '1')
-redis.call('LTRIM', KEYS[2], 0, 0)
-redis.call('EXPIRE', KEYS[2], ARGV[2])
-"""
-
-# KEYS[1] result, KEYS[2] its notify list. A waiter that took the token puts
-# it back for the others, for as long as the result itself lives, and reads
-# the result in the same round trip.
-_REPUSH = """
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then
-  redis.call('RPUSH', KEYS[2], '1')
-  redis.call('LTRIM', KEYS[2], 0, 0)
-  redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('DEL', KEYS[2])
+if #ARGV[1] <= {INLINE_OUTCOME_BYTES} then
+  redis.call('RPUSH', KEYS[2], '{INLINE_MARK}' .. ARGV[1])
+else
+  redis.call('RPUSH', KEYS[2], '')
 end
-return redis.call('GET', KEYS[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 """
 
 
@@ -108,7 +111,6 @@ class RedisBackend(ResultBackend):
         self._client = redis.Redis(connection_pool=self._pool)
         self._join = self._client.register_script(_JOIN)
         self._store = self._client.register_script(_STORE)
-        self._repush = self._client.register_script(_REPUSH)
 
     def store(self, call_id: str, outcome: str, ttl_s: int) -> None:
         check_ttl(ttl_s)
@@ -152,21 +154,29 @@ class RedisBackend(ResultBackend):
         return out
 
     def wait(self, call_id: str, timeout_s: float) -> str | None:
+        # One command per wake-up: BRPOPLPUSH from the notify list onto itself
+        # returns at once when the outcome is stored, blocks until it is, and
+        # leaves the token for other waiters. Only a large outcome needs a GET.
+        if timeout_s <= 0:
+            return self.get(call_id)
         deadline = time.monotonic() + timeout_s
         result, notify = _result_key(call_id), _notify_key(call_id)
         with self._translate():
-            # Checked first: the outcome may have been stored before we came.
-            outcome = _text(self._client.get(result))
-            while outcome is None:
+            while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
-                # BLPOP treats 0 as "forever", so never ask for less than 10 ms.
-                blocking = max(min(remaining, BLPOP_SLICE_S), 0.01)
-                if self._client.blpop([notify], timeout=blocking) is None:
-                    continue
-                outcome = _text(self._repush(keys=[result, notify]))
-            return outcome
+                # Blocking commands treat 0 as "forever": never ask for less than 10 ms.
+                blocking = max(min(remaining, WAIT_SLICE_S), 0.01)
+                token = _text(self._client.brpoplpush(notify, notify, timeout=blocking))
+                if token is not None and token.startswith(INLINE_MARK):
+                    return token[len(INLINE_MARK) :]
+                # A large outcome; or, after a slice without a token, one whose
+                # token is gone (its list evicted or deleted): waiting must not
+                # miss it for longer than a slice.
+                outcome = _text(self._client.get(result))
+                if outcome is not None or token is not None:
+                    return outcome  # with a token but no outcome, it expired
 
     def join(
         self,

@@ -246,12 +246,92 @@ def test_redis_wait_blocks_instead_of_polling(redis_url: str) -> None:
         # When the server's clients are listed
         admin = redis.Redis.from_url(redis_url, decode_responses=True)
         clients = admin.client_list()
-        # Then the waiter sits in one BLPOP rather than issuing GETs
-        blocked = [c for c in clients if c["name"] == CLIENT_NAME and c["cmd"] == "blpop"]
+        # Then the waiter sits in one blocking command rather than issuing GETs
+        blocked = [c for c in clients if c["name"] == CLIENT_NAME and c["cmd"] == "brpoplpush"]
         assert blocked, clients
         backend.store(call_id, outcome(1), TTL)
         assert waiter.result(timeout=5) == outcome(1)
         admin.close()
+
+
+def test_wait_sees_a_stored_again_outcome_not_the_first(backend: ResultBackend) -> None:
+    # Given a call whose outcome was stored, then stored again (a flow's failure kept)
+    call_id = new_id()
+    backend.store(call_id, outcome("first"), TTL)
+    backend.store(call_id, outcome("second"), TTL)
+    # When a waiter comes
+    # Then it gets the outcome stored last
+    assert backend.wait(call_id, 1) == outcome("second")
+
+
+def test_wait_with_no_time_left_still_looks(backend: ResultBackend) -> None:
+    # Given a stored outcome
+    call_id = new_id()
+    backend.store(call_id, outcome(3), TTL)
+    # When a waiter gives it no time at all
+    # Then it still gets what is already there
+    assert backend.wait(call_id, 0) == outcome(3)
+
+
+@pytest.mark.parametrize("size", [10, 1024, 1025, 100_000])
+def test_wait_wakes_every_waiter_with_small_and_large_outcomes(
+    backend: ResultBackend, size: int
+) -> None:
+    # Given five waiters on one call, whose outcome is small (it may ride in
+    # the wake-up) or large (it is fetched after it)
+    call_id = new_id()
+    stored = outcome("x" * size)
+    with ThreadPoolExecutor(5) as pool:
+        waiters = [pool.submit(backend.wait, call_id, 10) for _ in range(5)]
+        time.sleep(0.2)
+        # When the outcome is stored
+        backend.store(call_id, stored, TTL)
+        # Then every waiter gets it whole, and a later one too
+        assert [waiter.result(timeout=10) for waiter in waiters] == [stored] * 5
+    assert backend.wait(call_id, 1) == stored
+
+
+@pytest.mark.redis
+@requires_redis
+def test_redis_wait_reads_wake_up_tokens_of_earlier_releases(redis_url: str) -> None:
+    # Given an outcome stored as releases before inline outcomes stored it:
+    # the value, and a bare "1" as its wake-up token
+    import redis
+
+    call_id = new_id()
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    admin.set(f"pyfi:result:{call_id}", outcome(7), ex=TTL)
+    admin.rpush(f"pyfi:result:{call_id}:notify", "1")
+    admin.close()
+    # When a waiter of this release waits for it
+    with open_backend(redis_url) as backend:
+        # Then it fetches the value instead of taking the token for it
+        assert backend.wait(call_id, 1) == outcome(7)
+
+
+@pytest.mark.redis
+@requires_redis
+def test_redis_wait_finds_an_outcome_whose_token_is_gone(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a stored outcome whose wake-up list was deleted (evicted, or by hand)
+    import redis
+
+    from pyfi.backend import redis as redis_backend
+
+    monkeypatch.setattr(redis_backend, "WAIT_SLICE_S", 0.2)
+    call_id = new_id()
+    with open_backend(redis_url) as backend:
+        backend.store(call_id, outcome(8), TTL)
+        admin = redis.Redis.from_url(redis_url)
+        admin.delete(f"pyfi:result:{call_id}:notify")
+        admin.close()
+        # When a waiter waits longer than one blocking slice
+        started = time.monotonic()
+        got = backend.wait(call_id, 5)
+        # Then it finds the outcome after that slice, not at its timeout
+        assert got == outcome(8)
+        assert time.monotonic() - started < 2
 
 
 # --- join ----------------------------------------------------------------------------------
