@@ -8,6 +8,11 @@ messages to one thread, which publishes whatever has gathered meanwhile and
 awaits the broker's confirms for all of it together
 (:meth:`pyfi.broker.Broker.publish_many`); each caller still returns only
 once its own messages are confirmed, or raises if they may not be.
+
+A caller that has other work to do hands its messages over with
+:meth:`BatchPublisher.publish_then` instead, and is told their fate by a
+callback: a pool thread need not sit out the broker's confirm (for a
+persistent message, its write to disk) while calls wait in its queue.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pyfi.broker import Broker, SocketRoute
 from pyfi.errors import BrokerUnavailable
@@ -27,19 +32,36 @@ log = logging.getLogger("pyfi.worker")
 # The most messages published under one wait for confirms.
 MAX_BATCH = 500
 
+# Told the fate of messages handed over: None once confirmed, else why not.
+Confirmed = Callable[[BaseException | None], None]
+
 
 class _Request:
     """Messages of one caller, and the news of their fate."""
 
-    __slots__ = ("done", "error", "items")
+    __slots__ = ("callback", "done", "error", "items")
 
-    def __init__(self, items: Sequence[tuple[Message, SocketRoute]]) -> None:
+    def __init__(
+        self, items: Sequence[tuple[Message, SocketRoute]], callback: Confirmed | None = None
+    ) -> None:
         self.items = items
-        # Held until the publishing thread releases it: a plain lock costs a
-        # fraction of an Event (a condition and a lock), made once per request.
-        self.done = threading.Lock()
-        self.done.acquire()
+        self.callback = callback
         self.error: BaseException | None = None
+        if callback is None:
+            # Held until the publishing thread releases it: a plain lock costs
+            # a fraction of an Event (a condition and a lock).
+            self.done = threading.Lock()
+            self.done.acquire()
+
+    def settle(self) -> None:
+        """Tell the caller: release its wait, or run its callback (which must not block)."""
+        if self.callback is None:
+            self.done.release()
+            return
+        try:
+            self.callback(self.error)
+        except Exception:
+            log.exception("a published message's callback failed")
 
 
 class BatchPublisher(Closeable):
@@ -75,14 +97,34 @@ class BatchPublisher(Closeable):
         if not items:
             return
         request = _Request(items)
+        self._hand_over(request)
+        request.done.acquire()
+        if request.error is not None:
+            raise request.error
+
+    def publish_then(
+        self, items: Sequence[tuple[Message, SocketRoute]], callback: Confirmed
+    ) -> None:
+        """Publish messages and return at once; ``callback`` is told once all are confirmed.
+
+        ``callback`` runs on the publishing thread with ``None``, or with the
+        error that makes them unconfirmed (some may have got through). It
+        must hand its work on, not do it: other callers' messages wait
+        while it runs.
+
+        Raises
+        ------
+        BrokerUnavailable
+            The publisher is closed (nothing was handed over).
+        """
+        self._hand_over(_Request(items, callback))
+
+    def _hand_over(self, request: _Request) -> None:
         with self._wake:
             if self._closed:
                 raise BrokerUnavailable("the worker's publisher is closed")
             self._requests.append(request)
             self._wake.notify()
-        request.done.acquire()
-        if request.error is not None:
-            raise request.error
 
     def close(self) -> None:
         """Publish what is queued, then stop the thread."""
@@ -123,7 +165,7 @@ class BatchPublisher(Closeable):
                     for request in batch:
                         request.error = error
                 for request in batch:
-                    request.done.release()
+                    request.settle()
         finally:
             if broker is not None:
                 broker.close()

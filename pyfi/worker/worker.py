@@ -5,10 +5,12 @@ Threads and their jobs (kombu channels are not thread-safe):
 * the main thread owns the consuming connection: it receives messages, hands
   each to the pool, and settles (acks or requeues) the ones the pool is done
   with;
-* each pool thread runs one call at a time, has its downstream messages
-  published with publisher confirms (:mod:`pyfi.worker.publishing`), and
-  hands its outcome over to be stored with others that finished meanwhile
-  (:mod:`pyfi.worker.storing`); the message is reported done once stored.
+* each pool thread runs one call at a time and hands its downstream messages
+  to the publishing thread (:mod:`pyfi.worker.publishing`) without waiting
+  for the broker's confirm; once they are confirmed, a pool thread takes the
+  call up again and hands its outcome over to be stored with others that
+  finished meanwhile (:mod:`pyfi.worker.storing`); the message is reported
+  done once stored.
 
 A message is acknowledged only after its downstream messages are confirmed
 and then its result is stored, so a crash at any instant means redelivery,
@@ -55,6 +57,8 @@ MAX_RETRY_DELAY_S = 3600
 INFRASTRUCTURE_BACKOFF_S = 1.0
 # What _handle returns when the message is settled later, once its result is stored.
 LATER = "later"
+# The rest of a message's handling, run by a pool thread; returns how to settle it.
+Step = Callable[[], str]
 
 # Messages held per pool thread. Acks are sent by the consuming thread between
 # two reads, so with only one message per thread the pool idles while its
@@ -98,7 +102,10 @@ class Worker:
         self.functions = registry.resolve(spec, options.path)
         self._stop = threading.Event()
         self._paused = threading.Event()
-        self._work: queue.SimpleQueue[tuple[SocketSpec, KombuMessage] | None] = queue.SimpleQueue()
+        # A message to run (step None), or the next step of one under way.
+        self._work: queue.SimpleQueue[tuple[SocketSpec, KombuMessage, Step | None] | None] = (
+            queue.SimpleQueue()
+        )
         self._settled: queue.SimpleQueue[tuple[KombuMessage, str]] = queue.SimpleQueue()
         self._settlement = Settlement(batch=False)  # the consuming thread's alone
         self._local = threading.local()
@@ -207,7 +214,7 @@ class Worker:
                 delivery.requeue()
                 return
             self._settlement.received(delivery)
-            self._work.put((socket, delivery))
+            self._work.put((socket, delivery, None))
 
         return on_message
 
@@ -219,9 +226,9 @@ class Worker:
         than handing the message over does.
         """
         while (item := self._work.get()) is not None:
-            socket, delivery = item
+            socket, delivery, step = item
             try:
-                action = self._process(socket, delivery)
+                action = self._process(socket, delivery, step)
             except BaseException:  # _process handles everything; this is the last guard
                 log.exception("unexpected error on a message of %s; requeueing it", socket.name)
                 action = REQUEUE
@@ -258,9 +265,10 @@ class Worker:
         return publisher
 
     # -- one message (pool thread) ---------------------------------------
-    def _process(self, socket: SocketSpec, delivery: KombuMessage) -> str:
+    def _process(self, socket: SocketSpec, delivery: KombuMessage, step: Step | None) -> str:
+        """Run a message, or the next ``step`` of one, and say how to settle it."""
         try:
-            return self._handle(socket, delivery)
+            return step() if step is not None else self._handle(socket, delivery)
         except (BrokerUnavailable, BackendUnavailable, OSError) as exc:
             # The broker or the result store is failing: keep the message
             # (requeue) and slow down rather than spin.
@@ -336,6 +344,8 @@ class Worker:
         else:
             self.telemetry.running(socket, call)
             outcome = execute(self.functions[socket.name], call.args, call.kwargs)
+        if stored is None and outcome.ok and not joined:
+            return self._conclude_later(socket, call, outcome, delivery)
         if not self._conclude(socket, call, outcome, publisher, already_stored=stored is not None):
             return ACK  # retried later: nothing to store
         if stored is not None:
@@ -354,6 +364,46 @@ class Worker:
             self.options.result_ttl_s,
             lambda error: self._stored(socket, call, outcome, delivery, error),
         )
+        return LATER
+
+    def _conclude_later(
+        self, socket: SocketSpec, call: Message, outcome: Outcome, delivery: KombuMessage
+    ) -> str:
+        """The common path: publish what follows a success without sitting out the confirm.
+
+        The same order as :meth:`_conclude` then a store: downstream messages
+        confirmed, then joins a flow fired released, then the outcome stored,
+        then the message acknowledged. Only no thread waits in between: the
+        confirm (for a persistent message, the broker's write to disk) hands
+        the call back to the pool, which stores it; a pool thread meanwhile
+        runs other calls, so a pipeline's throughput is bounded by the
+        prefetch rather than by the number of threads.
+        """
+        out = list(downstream(socket, call, outcome))
+        fired: list[tuple[str, str]] = []
+        if call.flow is not None:
+            steps, fired = self.flows.next_steps(call, outcome.value)
+            out.extend(steps)
+        encoded = outcome.encode()
+
+        def store() -> str:
+            self.flows.release(fired)
+            self._storer.submit(
+                call.call_id,
+                encoded,
+                self.options.result_ttl_s,
+                lambda error: self._stored(socket, call, outcome, delivery, error),
+            )
+            return LATER
+
+        if not out:
+            return store()
+
+        def confirmed(error: BaseException | None) -> None:
+            # On the publishing thread: hand over, never block it.
+            self._work.put((socket, delivery, store if error is None else _raiser(error)))
+
+        self._downstream_publisher().publish_then(out, confirmed)
         return LATER
 
     def _stored(
@@ -447,6 +497,15 @@ class Worker:
             return max(0.0, outcome.retry_delay_s)
         base = max(self.spec.retry_delay_s, 0)
         return float(min(base * 2 ** (call.attempt - 1), MAX_RETRY_DELAY_S))
+
+
+def _raiser(error: BaseException) -> Step:
+    """A step that fails with ``error``, so the pool settles it as it would have been raised."""
+
+    def fail() -> str:
+        raise error
+
+    return fail
 
 
 def _cancel(consumers: list[Any]) -> None:

@@ -144,12 +144,27 @@ class FlowDriver:
         is published, so a crash in between re-fires them (same claimant, same
         ids) instead of losing the rest of the flow.
         """
+        out, fired = self.next_steps(call, value)
+        self._publish(out)
+        self.release(fired)
+
+    def next_steps(self, call: Message, value: Any) -> tuple[Outbox, list[tuple[str, str]]]:
+        """What :meth:`advance` publishes after ``call``, and the joins it fired.
+
+        For a caller that publishes the messages itself (with others, or
+        without waiting on the broker's confirm); once they are confirmed it
+        must :meth:`release` the joins. A flow that ends here has its outcome
+        stored before this returns.
+        """
         assert call.flow is not None
         frames = check_frames(call.flow.get("frames"))
         fired: list[tuple[str, str]] = []
         out: Outbox = []
         self._complete(value, frames, call, fired, out)
-        self._publish(out)
+        return out, fired
+
+    def release(self, fired: list[tuple[str, str]]) -> None:
+        """Forget the joins :meth:`next_steps` fired: what they caused is published."""
         for tracking_id, name in fired:
             self.backend.complete_join(tracking_id, name)
 

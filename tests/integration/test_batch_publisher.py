@@ -68,3 +68,53 @@ def test_batch_publisher_reports_a_broker_that_cannot_be_reached() -> None:
     with pytest.raises(BrokerUnavailable):
         publisher.publish(Message.new("s", [1]), SocketRoute("s", "ex.s"))
     publisher.close()
+
+
+def test_publish_then_tells_each_caller_once_its_messages_are_in_the_queue(
+    broker_url: str,
+) -> None:
+    # Given a publishing thread and 100 callers that hand over two messages each and go on
+    route = SocketRoute("handed", "ex.handed")
+    publisher = BatchPublisher(broker_url)
+    told: list[tuple[int, BaseException | None]] = []
+    all_told = threading.Event()
+
+    def callback(n: int) -> Any:
+        def confirmed(error: BaseException | None) -> None:
+            told.append((n, error))
+            if len(told) == 100:
+                all_told.set()
+
+        return confirmed
+
+    for n in range(100):
+        pair = [(Message.new("handed", [2 * n + i]), route) for i in range(2)]
+        publisher.publish_then(pair, callback(n))
+    # When the publisher has worked through them
+    assert all_told.wait(30)
+    publisher.close()
+    # Then each caller was told once, with no error, and every message is in the queue
+    assert sorted(n for n, _ in told) == list(range(100))
+    assert all(error is None for _, error in told)
+    assert sorted(_drain(broker_url, route, 200)) == list(range(200))
+    # And a closed publisher refuses at once instead of calling back
+    with pytest.raises(BrokerUnavailable, match="publisher is closed"):
+        publisher.publish_then([(Message.new("handed", [0]), route)], callback(0))
+
+
+def test_publish_then_tells_the_caller_its_messages_were_not_confirmed() -> None:
+    # Given a publisher whose broker is down, and a callback that itself raises
+    publisher = BatchPublisher("amqp://guest:guest@127.0.0.1:1//")
+    errors: list[BaseException | None] = []
+    route = SocketRoute("s", "ex.s")
+
+    def broken(error: BaseException | None) -> None:
+        raise RuntimeError("a callback's own bug")
+
+    # When messages are handed over
+    publisher.publish_then([(Message.new("s", [1]), route)], broken)
+    publisher.publish_then([(Message.new("s", [2]), route)], errors.append)
+    publisher.close()
+    # Then the caller learns they were not confirmed, despite the other callback's bug
+    assert len(errors) == 1
+    assert isinstance(errors[0], BrokerUnavailable | OSError)

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
+from pyfi.backend import open_backend
 from pyfi.broker import Broker
 from pyfi.config import Settings, load_settings
 from pyfi.db.session import Database
 from pyfi.dlq import list_dead_letters
-from pyfi.errors import InvalidValue
+from pyfi.errors import BrokerUnavailable, InvalidValue
 from pyfi.worker.factory import build_worker
 from pyfi.worker.telemetry import Telemetry
 from pyfi.worker.worker import Worker, WorkerOptions
@@ -120,6 +121,60 @@ def test_a_call_whose_finish_cannot_be_reported_is_still_done_and_acknowledged(
     _stop_with_empty_queue(worker, thread, settings)
     assert list_dead_letters(settings.broker_url, "echo") == []
     database.dispose()
+
+
+def test_a_call_whose_downstream_messages_are_not_confirmed_runs_again_and_is_stored_once(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a network where echo's result feeds again, and a publisher whose
+    # first hand-over is not confirmed
+    from pyfi.worker import publishing
+    from pyfi.worker import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "INFRASTRUCTURE_BACKOFF_S", 0.05)
+    settings, database = _network(tmp_path, sqlite_url, monkeypatch)
+    flow = Flow(sqlite_url, monkeypatch)
+    flow("add", "socket", "-n", "again", "-q", "q", "-pn", "p", "-t", "do_this")
+    flow("add", "plug", "-n", "echo-again", "-q", "q", "-s", "echo", "-t", "again")
+    backend = open_backend(settings.backend_url)
+    stored_when_refused: list[tuple[str, str | None]] = []
+    real = publishing.BatchPublisher.publish_then
+
+    def refuse_first(self: Any, items: Any, callback: Any) -> None:
+        if not stored_when_refused:
+            parent = items[0][0].parent_id
+            stored_when_refused.append((parent, backend.get(parent)))
+            callback(BrokerUnavailable("not confirmed (injected)"))
+            return
+        real(self, items, callback)
+
+    monkeypatch.setattr(publishing.BatchPublisher, "publish_then", refuse_first)
+    steps: list[tuple[str, str]] = []
+    options = WorkerOptions(path=EXAMPLES, install_signals=False, record=False, events=False)
+    worker = build_worker(settings, database, "p", options)
+    worker.telemetry = Telemetry("p", [lambda step, socket, *_: steps.append((step, socket.name))])
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    assert worker.ready.wait(10)
+    from pyfi.client.calls import Client
+
+    with Client(settings, database) as client:
+        # When echo is called
+        call = client.send("echo", ["twice"])
+        # Then its result is there, and the plugged call ran after it
+        assert client.result(call.call_id, 10) == "Do this: twice"
+        deadline = time.monotonic() + 10
+        while ("postrun", "again") not in steps and time.monotonic() < deadline:
+            time.sleep(0.05)
+    _stop_with_empty_queue(worker, thread, settings)
+    backend.close()
+    database.dispose()
+    # And the unconfirmed attempt stored nothing and was not acknowledged:
+    # echo ran twice, finished once, and its plugged call ran once
+    assert stored_when_refused == [(call.call_id, None)]
+    assert steps.count(("running", "echo")) == 2
+    assert steps.count(("postrun", "echo")) == 1
+    assert steps.count(("postrun", "again")) == 1
 
 
 def test_a_worker_refuses_a_result_ttl_below_one_second(
