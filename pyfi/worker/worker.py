@@ -358,6 +358,17 @@ class Worker:
             self.backend.complete_join(call.tracking_id, socket.name)
             self._report(socket, call, outcome)
             return ACK
+        return self._store_later(socket, call, outcome, encoded, delivery)
+
+    def _store_later(
+        self,
+        socket: SocketSpec,
+        call: Message,
+        outcome: Outcome,
+        encoded: str,
+        delivery: KombuMessage,
+    ) -> str:
+        """Hand the outcome over to be stored; the message is settled once it is."""
         self._storer.submit(
             call.call_id,
             encoded,
@@ -388,13 +399,7 @@ class Worker:
 
         def store() -> str:
             self.flows.release(fired)
-            self._storer.submit(
-                call.call_id,
-                encoded,
-                self.options.result_ttl_s,
-                lambda error: self._stored(socket, call, outcome, delivery, error),
-            )
-            return LATER
+            return self._store_later(socket, call, outcome, encoded, delivery)
 
         if not out:
             return store()
