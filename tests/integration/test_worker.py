@@ -58,13 +58,21 @@ def _running_worker(
 ) -> tuple[Settings, Database, Worker, threading.Thread]:
     """A worker serving :func:`_network`, whose telemetry fails on ``broken_step``."""
     settings, database = _network(tmp_path, sqlite_url, monkeypatch)
+    worker, thread = _start_worker(settings, database, _explode_on(broken_step))
+    return settings, database, worker, thread
+
+
+def _start_worker(
+    settings: Settings, database: Database, sink: Any
+) -> tuple[Worker, threading.Thread]:
+    """A worker for processor ``p`` running in a thread, its telemetry going to ``sink`` only."""
     options = WorkerOptions(path=EXAMPLES, install_signals=False, record=False, events=False)
     worker = build_worker(settings, database, "p", options)
-    worker.telemetry = Telemetry("p", [_explode_on(broken_step)])
+    worker.telemetry = Telemetry("p", [sink])
     thread = threading.Thread(target=worker.run)
     thread.start()
     assert worker.ready.wait(10)
-    return settings, database, worker, thread
+    return worker, thread
 
 
 def _stop_with_empty_queue(worker: Worker, thread: threading.Thread, settings: Settings) -> None:
@@ -150,12 +158,9 @@ def test_a_call_whose_downstream_messages_are_not_confirmed_runs_again_and_is_st
 
     monkeypatch.setattr(publishing.BatchPublisher, "publish_then", refuse_first)
     steps: list[tuple[str, str]] = []
-    options = WorkerOptions(path=EXAMPLES, install_signals=False, record=False, events=False)
-    worker = build_worker(settings, database, "p", options)
-    worker.telemetry = Telemetry("p", [lambda step, socket, *_: steps.append((step, socket.name))])
-    thread = threading.Thread(target=worker.run)
-    thread.start()
-    assert worker.ready.wait(10)
+    worker, thread = _start_worker(
+        settings, database, lambda step, socket, *_: steps.append((step, socket.name))
+    )
     from pyfi.client.calls import Client
 
     with Client(settings, database) as client:
