@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket as _socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal, cast, get_args
@@ -172,7 +173,7 @@ class LiveEvent:
         a live event is a preview, and an odd result type must never make the
         worker's publish fail.
         """
-        return json.dumps(self.to_dict(), separators=(",", ":"), default=_preview)
+        return _ENCODE(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str | bytes) -> LiveEvent:
@@ -235,6 +236,53 @@ class LiveEvent:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(LiveEvent))
+_BLANK = re.compile(r"\s*")
+_DECODER = json.JSONDecoder()
+
+
+def join_events(payloads: Sequence[str]) -> str:
+    """One message carrying several events of a channel: their JSON, one per line.
+
+    Encoded events hold no raw newline (JSON escapes it), so a line is an
+    event. Sending a channel's ready events as one message costs Redis one
+    ``PUBLISH`` and a listener one read where each event cost both.
+    """
+    return "\n".join(payloads)
+
+
+def events_in(raw: bytes | str) -> list[LiveEvent | EventDecodeError]:
+    """The events a published message carries, in order; an error stands for a bad one.
+
+    A message holds one event or several (:func:`join_events`); a single
+    event may also be pretty-printed by another publisher. A malformed part
+    costs only itself: reading goes on at the next line.
+    """
+    try:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        return [EventDecodeError(f"a live event is not valid JSON: {exc}")]
+    out: list[LiveEvent | EventDecodeError] = []
+    position = _BLANK.match(text).end()  # type: ignore[union-attr]
+    while position < len(text):
+        try:
+            raw_event, position = _DECODER.raw_decode(text, position)
+        except ValueError as exc:
+            out.append(EventDecodeError(f"a live event is not valid JSON: {exc}"))
+            line_end = text.find("\n", position)
+            if line_end < 0:
+                break
+            position = line_end + 1
+        else:
+            if isinstance(raw_event, dict):
+                try:
+                    out.append(LiveEvent._from_mapping(raw_event))
+                except EventDecodeError as exc:
+                    out.append(exc)
+            else:
+                kind = type(raw_event).__name__
+                out.append(EventDecodeError(f"a live event must be a JSON object, not {kind}"))
+        position = _BLANK.match(text, position).end()  # type: ignore[union-attr]
+    return out
 
 
 class EventTemplate:
@@ -274,25 +322,32 @@ class EventTemplate:
         self._tail = ""
 
     def encode(
-        self, call_id: str | None, tracking_id: str | None, data: Mapping[str, Any] | None = None
+        self,
+        call_id: str | None,
+        tracking_id: str | None,
+        data: Mapping[str, Any] | None = None,
+        *,
+        date: str | None = None,
     ) -> tuple[str, str]:
-        """The channel name and JSON of the event for one call, stamped now.
+        """The channel name and JSON of the event for one call, stamped ``date`` or now.
 
-        ``data`` replaces the template's own ``data`` when given.
+        ``data`` replaces the template's own ``data`` when given. ``date``
+        (ISO-8601, as :func:`utc_now` writes it) lets the events of one step
+        share a stamp that was read once.
         """
         if self._pid != _Origin.pid:  # first use, or a forked child
             origin = {**self._fixed, "hostname": _Origin.hostname, "pid": _Origin.pid}
             self._tail = "," + _json(origin)[1:-1] + ',"data":'
             self._pid = _Origin.pid
         return self.channel_name, (
-            f'{self._head}{utc_now()}","call_id":{_json(call_id)},'
+            f'{self._head}{date or utc_now()}","call_id":{_json(call_id)},'
             f'"tracking_id":{_json(tracking_id)}{self._tail}'
             f"{self._data if data is None else _json_data(data)}}}"
         )
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=_preview)
+    return _ENCODE(value)
 
 
 def _json_data(data: Mapping[str, Any] | None) -> str:
@@ -314,3 +369,8 @@ def _is_iso_date(value: str) -> bool:
 def _preview(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 200 else text[:199] + "…"
+
+
+# One encoder for every event: ``json.dumps`` with options builds a new one per
+# call, which cost more than encoding an id. A string (an id) takes its C path.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), default=_preview).encode

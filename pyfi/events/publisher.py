@@ -1,12 +1,14 @@
 """Publishing live events from a worker's hot path without ever slowing it down.
 
 Live events are best effort. :meth:`EventPublisher.publish` only appends to a
-bounded in-memory queue; a daemon thread drains it in batches (one Redis
-pipeline, or one kombu producer, per batch). When the queue is full the
-*oldest* event is dropped and counted: a listener wants to see what happens
-now, and a worker must never wait for, or fail because of, a sniffer. When
-the transport is down the thread logs one warning a minute, backs off, and
-keeps going; calls are unaffected.
+bounded in-memory queue; a daemon thread drains it in batches: one Redis
+script call (or one kombu producer) per batch, and one message per channel
+carrying that channel's events of the batch, one JSON object per line
+(:func:`~pyfi.events.event.join_events`), in the order they were published.
+When the queue is full the *oldest* event is dropped and counted: a listener
+wants to see what happens now, and a worker must never wait for, or fail
+because of, a sniffer. When the transport is down the thread logs one warning
+a minute, backs off, and keeps going; calls are unaffected.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from pyfi.config import Settings
-from pyfi.events.event import LiveEvent
+from pyfi.events.event import LiveEvent, join_events
 from pyfi.events.transport import (
     CHANNEL_HEADER,
     CONTENT_TYPE,
@@ -245,17 +247,25 @@ class EventPublisher(Closeable):
             self._failed += failed
             self._inflight = 0
 
-    def _encode(self, batch: list[LiveEvent | tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    def _encode(
+        self, batch: list[LiveEvent | tuple[str, str]]
+    ) -> tuple[list[tuple[str, str]], int]:
+        """One message per channel carrying its events in order, and how many were encoded."""
+        by_channel: dict[str, list[str]] = {}
+        encoded = 0
         for event in batch:
             if isinstance(event, tuple):
-                yield event
-                continue
-            try:
-                payload = event.to_json()
-            except Exception:  # a broken __repr__ in data must not stop the thread
-                log.debug("cannot encode a live event", exc_info=True)
-                continue
-            yield event.channel_name, payload
+                channel, payload = event
+            else:
+                try:
+                    channel, payload = event.channel_name, event.to_json()
+                except Exception:  # a broken __repr__ in data must not stop the thread
+                    log.debug("cannot encode a live event", exc_info=True)
+                    continue
+            by_channel.setdefault(channel, []).append(payload)
+            encoded += 1
+        messages = [(channel, join_events(payloads)) for channel, payloads in by_channel.items()]
+        return messages, encoded
 
     def _run(self) -> None:
         warnings = _RateLimitedWarning(self.route.label)
@@ -278,8 +288,8 @@ class EventPublisher(Closeable):
                     self._wakeup.wait(IDLE_WAIT_S)
                     self._wakeup.clear()
                     continue
-                messages = list(self._encode(batch))
-                unencodable = len(batch) - len(messages)
+                messages, encoded = self._encode(batch)
+                unencodable = len(batch) - encoded
                 try:
                     if sender is None:
                         sender = _make_sender(self.route)
@@ -296,7 +306,7 @@ class EventPublisher(Closeable):
                     retry_at = time.monotonic() + backoff
                     backoff = min(backoff * 2, BACKOFF_MAX_S)
                 else:
-                    self._settle(sent=len(messages), failed=unencodable)
+                    self._settle(sent=encoded, failed=unencodable)
                     warnings.recovered()
                     backoff = BACKOFF_MIN_S
         finally:

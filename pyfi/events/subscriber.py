@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from pyfi.config import Settings
 from pyfi.errors import EventDecodeError, EventsUnavailable, InvalidValue
-from pyfi.events.event import GLOBAL_CHANNEL, GLOBAL_PATTERNS, LiveEvent
+from pyfi.events.event import GLOBAL_CHANNEL, GLOBAL_PATTERNS, LiveEvent, events_in
 from pyfi.events.transport import (
     CHANNEL_HEADER,
     CONNECT_TIMEOUT_S,
@@ -302,16 +302,15 @@ class EventSubscriber(Closeable):
                     self._receiving = False
                 if raw is None:
                     continue
-                try:
-                    event = LiveEvent.from_json(raw)
-                except EventDecodeError as exc:
-                    log.log(
-                        logging.DEBUG if quiet else logging.WARNING,
-                        "skipping a live event: %s",
-                        exc.message,
-                    )
-                    continue
-                yield event
+                for event in events_in(raw):  # a message may carry several (join_events)
+                    if isinstance(event, EventDecodeError):
+                        log.log(
+                            logging.DEBUG if quiet else logging.WARNING,
+                            "skipping a live event: %s",
+                            event.message,
+                        )
+                        continue
+                    yield event
         finally:
             subscription.close()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import reprlib
 import socket as _socket
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pyfi.db.enums import CallState, EventName
@@ -79,10 +79,15 @@ class RecordSink:
         self.hostname = _socket.gethostname()
 
     def __call__(
-        self, step: str, socket: SocketSpec, call: Message, outcome: Outcome | None, note: str
+        self,
+        step: str,
+        socket: SocketSpec,
+        call: Message,
+        outcome: Outcome | None,
+        note: str,
+        now: datetime,
     ) -> None:
         state, event, _live = STEPS[step]
-        now = datetime.now(UTC)
         values: dict[str, Any] = {"state": state, "attempt": call.attempt}
         if step in FIRST_STEPS:
             # The call's identity, once: later steps merge into this update in
@@ -137,15 +142,29 @@ class EventSink:
         return template
 
     def __call__(
-        self, step: str, socket: SocketSpec, call: Message, outcome: Outcome | None, note: str
+        self,
+        step: str,
+        socket: SocketSpec,
+        call: Message,
+        outcome: Outcome | None,
+        note: str,
+        at: datetime,
     ) -> None:
         publish = self.publisher.publish
-        ids = call.call_id, call.tracking_id
+        call_id, tracking_id = call.call_id, call.tracking_id
+        date = at.isoformat(timespec="milliseconds")
         task = self._template(socket, step, "task", note)
-        publish(task.encode(*ids) if step in ROUTINE_STEPS else task.encode(*ids, {"note": note}))
+        data = None if step in ROUTINE_STEPS else {"note": note}
+        publish(task.encode(call_id, tracking_id, data, date=date))
         if step == "postrun" and outcome is not None:
             result = self._template(socket, step, "result", note)
-            publish(result.encode(*ids, {"preview": preview(outcome.value)}))
+            publish(
+                result.encode(call_id, tracking_id, {"preview": preview(outcome.value)}, date=date)
+            )
         elif step in ("retry", "failure") and outcome is not None and outcome.error:
             error = {"type": outcome.error.get("type"), "message": outcome.error.get("message")}
-            publish(self._template(socket, step, "error", note).encode(*ids, error))
+            publish(
+                self._template(socket, step, "error", note).encode(
+                    call_id, tracking_id, error, date=date
+                )
+            )

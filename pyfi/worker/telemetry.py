@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket as _socket
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pyfi.message import Message
@@ -16,10 +17,16 @@ from pyfi.worker.executor import Outcome
 
 
 class Sink(Protocol):
-    """Receives one lifecycle step of a call."""
+    """Receives one lifecycle step of a call, and when it happened (aware, UTC)."""
 
     def __call__(
-        self, step: str, socket: SocketSpec, call: Message, outcome: Outcome | None, note: str
+        self,
+        step: str,
+        socket: SocketSpec,
+        call: Message,
+        outcome: Outcome | None,
+        note: str,
+        at: datetime,
     ) -> None: ...
 
 
@@ -38,8 +45,11 @@ class Telemetry:
     def _emit(
         self, step: str, socket: SocketSpec, call: Message, outcome: Outcome | None, note: str
     ) -> None:
+        # One clock read per step, shared by the sinks: the record and the
+        # live events of a step carry the same instant.
+        at = datetime.now(UTC)
         for sink in self._sinks:
-            sink(step, socket, call, outcome, note)
+            sink(step, socket, call, outcome, note, at)
 
     def received(self, socket: SocketSpec, call: Message) -> None:
         self._emit("received", socket, call, None, f"Received task {socket.name}")

@@ -34,7 +34,7 @@ from pyfi.events import (
     LiveEvent,
     channel_name,
 )
-from pyfi.events.event import EventTemplate
+from pyfi.events.event import EventTemplate, events_in, join_events
 from pyfi.events.transport import filesystem_folders
 from tests.conftest import requires_rabbitmq, requires_redis
 
@@ -144,6 +144,26 @@ def test_template_event_is_the_json_of_the_same_live_event(
         assert decoded.data == created.data
         assert decoded.to_json() == payload
         assert name == created.channel_name == f"{queue}.proc1.{channel}"
+
+
+def test_a_message_of_several_events_reads_back_each_and_skips_only_a_bad_one(
+    queue: str,
+) -> None:
+    # Given a message joining three events, the middle line garbled, and a
+    # single event pretty-printed by another publisher
+    first, last = event(queue, "received"), event(queue, "running")
+    joined = join_events([first.to_json(), '{"channel": "task", oops', last.to_json()])
+    pretty = json.dumps(json.loads(first.to_json()), indent=2)
+    # When they are read
+    read = events_in(joined.encode())
+    # Then the good events come back in order, with an error in place of the bad line
+    assert len(read) == 3
+    assert read[0] == first
+    assert read[2] == last
+    assert isinstance(read[1], EventDecodeError)
+    assert events_in(pretty) == [first]
+    assert [type(e) for e in events_in(b"[1, 2]")] == [EventDecodeError]
+    assert [type(e) for e in events_in(b"\xff")] == [EventDecodeError]
 
 
 def test_template_refuses_an_unknown_channel(queue: str) -> None:
@@ -275,6 +295,48 @@ def test_publisher_close_flushes_queued_events_in_order(
         assert (publisher.sent, publisher.pending, publisher.dropped) == (count, 0, 0)
         got = take(events, count)
     assert [e.state for e in got] == [f"s{number}" for number in range(count)]
+
+
+@requires_redis
+@pytest.mark.redis
+def test_publisher_sends_a_channels_ready_events_as_one_message(
+    redis_url: str, tmp_path: Path, queue: str
+) -> None:
+    import redis
+
+    # Given a raw Redis listener on two channels of one room
+    settings = make_settings(tmp_path, backend=redis_url)
+    client = redis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    pubsub.psubscribe(f"{queue}.proc1.*")
+    assert pubsub.get_message(timeout=5)["type"] == "psubscribe"
+    try:
+        # When a worker publishes 100 task and 100 result events, interleaved, at once
+        publisher = EventPublisher(settings, batch_size=1_000)
+        for number in range(100):
+            publisher.publish(event(queue, f"s{number}"))
+            publisher.publish(event(queue, f"r{number}", channel="result"))
+        assert publisher.close(timeout=10)
+        messages = []
+        while (message := pubsub.get_message(timeout=1)) is not None:
+            messages.append(message)
+    finally:
+        pubsub.close()
+        client.close()
+    # Then they travel as a few messages, each holding one channel's events in order
+    by_channel: dict[str, list[str]] = {}
+    for message in messages:
+        channel = message["channel"].decode()
+        for read in events_in(message["data"]):
+            assert isinstance(read, LiveEvent)
+            assert read.channel_name == channel
+            by_channel.setdefault(read.channel, []).append(read.state)
+    assert len(messages) < 20
+    assert by_channel == {
+        "task": [f"s{number}" for number in range(100)],
+        "result": [f"r{number}" for number in range(100)],
+    }
+    assert publisher.sent == 200
 
 
 def test_publisher_full_queue_drops_oldest_without_blocking(
