@@ -335,15 +335,29 @@ class EventTemplate:
         (ISO-8601, as :func:`utc_now` writes it) lets the events of one step
         share a stamp that was read once.
         """
+        return self.fill(call_fields(call_id, tracking_id), data, date=date)
+
+    def fill(
+        self, ids: str, data: Mapping[str, Any] | None = None, *, date: str | None = None
+    ) -> tuple[str, str]:
+        """:meth:`encode` with the ids already encoded by :func:`call_fields`.
+
+        The events of one step of a call share their ids; encoding them once
+        spares the rest of the step's events that work.
+        """
         if self._pid != _Origin.pid:  # first use, or a forked child
             origin = {**self._fixed, "hostname": _Origin.hostname, "pid": _Origin.pid}
             self._tail = "," + _json(origin)[1:-1] + ',"data":'
             self._pid = _Origin.pid
         return self.channel_name, (
-            f'{self._head}{date or utc_now()}","call_id":{_json(call_id)},'
-            f'"tracking_id":{_json(tracking_id)}{self._tail}'
+            f'{self._head}{date or utc_now()}",{ids}{self._tail}'
             f"{self._data if data is None else _json_data(data)}}}"
         )
+
+
+def call_fields(call_id: str | None, tracking_id: str | None) -> str:
+    """An event's ``call_id`` and ``tracking_id`` fields as JSON, for :meth:`EventTemplate.fill`."""
+    return f'"call_id":{_json(call_id)},"tracking_id":{_json(tracking_id)}'
 
 
 def _json(value: Any) -> str:

@@ -166,14 +166,20 @@ class EventPublisher(Closeable):
         :meth:`~pyfi.events.event.EventTemplate.encode`, the cheaper path workers use.
         After :meth:`close`, events are dropped (and counted).
         """
+        self.publish_many((event,))
+
+    def publish_many(self, events: Sequence[LiveEvent | tuple[str, str]]) -> None:
+        """:meth:`publish` each of ``events``, in order, taking the lock once."""
         with self._lock:
             if self._closing:
-                self._dropped += 1
+                self._dropped += len(events)
                 return
-            if len(self._pending) >= self._max_pending:
-                self._pending.popleft()
-                self._dropped += 1
-            self._pending.append(event)
+            pending = self._pending
+            for event in events:
+                if len(pending) >= self._max_pending:
+                    pending.popleft()
+                    self._dropped += 1
+                pending.append(event)
             if self._thread is None:
                 self._start()
         if not self._wakeup.is_set():

@@ -13,16 +13,18 @@ from typing import Any
 
 from pyfi.db.enums import CallState, EventName
 from pyfi.events import EventPublisher
-from pyfi.events.event import Channel, EventTemplate
+from pyfi.events.event import Channel, EventTemplate, call_fields
 from pyfi.message import Message
 from pyfi.recorder import CallRecorder
 from pyfi.wiring import SocketSpec
 from pyfi.worker.executor import Outcome
+from pyfi.worker.telemetry import routine_note
 
 # Lifecycle step -> (call state, event row or None, live-event state). The
 # routine steps write no event row: the call row's timestamps record them.
 STEPS: dict[str, tuple[CallState, EventName | None, str]] = {
     "received": (CallState.RECEIVED, None, "received"),
+    "started": (CallState.RUNNING, None, "running"),  # received and running at once
     "running": (CallState.RUNNING, None, "running"),
     "postrun": (CallState.FINISHED, None, "postrun"),
     "joined": (CallState.FINISHED, None, "joined"),
@@ -30,9 +32,12 @@ STEPS: dict[str, tuple[CallState, EventName | None, str]] = {
     "failure": (CallState.DEAD, EventName.FAILURE, "failure"),
 }
 # The steps that first see a call in this worker: their update carries its identity.
-FIRST_STEPS = frozenset({"received", "joined"})
-# The steps whose note names only the socket, so their live event's data is fixed.
-ROUTINE_STEPS = frozenset({"received", "running", "postrun", "joined"})
+FIRST_STEPS = frozenset({"received", "started", "joined"})
+# The steps whose note names only the socket, so their live event's data is
+# fixed per socket. (A join's note names the argument delivered: not fixed.)
+ROUTINE_STEPS = frozenset({"received", "running", "postrun"})
+# The task events a step publishes: "started" stands for two.
+TASK_EVENTS = {step: (step,) for step in STEPS} | {"started": ("received", "running")}
 PREVIEW_CHARS = 200
 
 
@@ -68,9 +73,10 @@ def preview(value: object) -> str:
 class RecordSink:
     """Turns lifecycle steps into merged ``calls`` rows, and retries and failures into events.
 
-    A call that runs once and succeeds costs one row: its three steps merge
-    in the recorder's memory into one upsert carrying ``received``,
-    ``started`` and ``finished``. Ids stay the text the message carries.
+    A call that runs once and succeeds costs one row: its steps (``started``,
+    or ``received`` then ``running``, then ``postrun``) merge in the
+    recorder's memory into one upsert carrying ``received``, ``started`` and
+    ``finished``. Ids stay the text the message carries.
     """
 
     def __init__(self, recorder: CallRecorder, socket_ids: dict[str, str]) -> None:
@@ -85,7 +91,7 @@ class RecordSink:
         call: Message,
         outcome: Outcome | None,
         note: str,
-        now: datetime,
+        at: datetime,
     ) -> None:
         state, event, _live = STEPS[step]
         values: dict[str, Any] = {"state": state, "attempt": call.attempt}
@@ -95,7 +101,7 @@ class RecordSink:
             values["name"] = socket.name
             values["tracking_id"] = call.tracking_id
             values["hostname"] = self.hostname
-            values["received"] = now
+            values["received"] = at
             for name, value in (
                 ("socket_id", self.socket_ids.get(socket.name)),
                 ("parent_id", call.parent_id),
@@ -104,15 +110,17 @@ class RecordSink:
             ):
                 if value is not None:
                     values[name] = value
+            if step == "started":
+                values["started"] = at
         elif step == "running":
-            values["started"] = now
+            values["started"] = at
         if state.is_final:
-            values["finished"] = now
+            values["finished"] = at
         if event is not None:
             values["error"] = note
         self.recorder.record_call_values(call.call_id, values)
         if event is not None:
-            self.recorder.record_event(call.call_id, event, note, now)
+            self.recorder.record_event(call.call_id, event, note, at)
 
 
 class EventSink:
@@ -123,20 +131,18 @@ class EventSink:
         self.processor = processor
         self._templates: dict[tuple[str, str, str], EventTemplate] = {}
 
-    def _template(
-        self, socket: SocketSpec, step: str, channel: Channel, note: str
-    ) -> EventTemplate:
+    def _template(self, socket: SocketSpec, step: str, channel: Channel) -> EventTemplate:
         key = (socket.name, step, channel)
         template = self._templates.get(key)
         if template is None:
-            fixed = {"note": note} if channel == "task" and step in ROUTINE_STEPS else None
+            routine = channel == "task" and step in ROUTINE_STEPS
             template = EventTemplate(
                 channel,
                 STEPS[step][2],
                 queue=socket.queue,
                 processor=self.processor,
                 socket=socket.name,
-                data=fixed,
+                data={"note": routine_note(step, socket.name)} if routine else None,
             )
             self._templates[key] = template
         return template
@@ -150,21 +156,20 @@ class EventSink:
         note: str,
         at: datetime,
     ) -> None:
-        publish = self.publisher.publish
-        call_id, tracking_id = call.call_id, call.tracking_id
+        # The events of a step share one stamp and one encoding of the ids,
+        # and reach the publisher together.
         date = at.isoformat(timespec="milliseconds")
-        task = self._template(socket, step, "task", note)
-        data = None if step in ROUTINE_STEPS else {"note": note}
-        publish(task.encode(call_id, tracking_id, data, date=date))
-        if step == "postrun" and outcome is not None:
-            result = self._template(socket, step, "result", note)
-            publish(
-                result.encode(call_id, tracking_id, {"preview": preview(outcome.value)}, date=date)
+        ids = call_fields(call.call_id, call.tracking_id)
+        events = [
+            self._template(socket, task, "task").fill(
+                ids, None if task in ROUTINE_STEPS else {"note": note}, date=date
             )
+            for task in TASK_EVENTS[step]
+        ]
+        if step == "postrun" and outcome is not None:
+            preview_data = {"preview": preview(outcome.value)}
+            events.append(self._template(socket, step, "result").fill(ids, preview_data, date=date))
         elif step in ("retry", "failure") and outcome is not None and outcome.error:
             error = {"type": outcome.error.get("type"), "message": outcome.error.get("message")}
-            publish(
-                self._template(socket, step, "error", note).encode(
-                    call_id, tracking_id, error, date=date
-                )
-            )
+            events.append(self._template(socket, step, "error").fill(ids, error, date=date))
+        self.publisher.publish_many(events)

@@ -325,24 +325,14 @@ class Worker:
                 call_id=derived_id(message.call_id, socket.name),
                 flow=None,
             )
-        self.telemetry.received(socket, message)
-
         joined = socket.wait and message.argument in socket.join_arguments
-        if joined:
-            call = self._join(socket, message)
-            if call is None:
-                self.telemetry.joined(socket, message)
-                return ACK  # one argument of the join recorded; others still to come
-            self.telemetry.received(socket, call)
-        else:
-            call = message
-
-        redelivered = bool(delivery.delivery_info.get("redelivered"))
-        stored = self.backend.get(call.call_id) if redelivered else None
+        begun = self._begin(socket, message, joined=joined, delivery=delivery)
+        if begun is None:
+            return ACK  # one argument of the join recorded; others still to come
+        call, stored = begun
         if stored is not None:
             outcome = _outcome_from_stored(stored)
         else:
-            self.telemetry.running(socket, call)
             outcome = execute(self.functions[socket.name], call.args, call.kwargs)
         if stored is None and outcome.ok and not joined:
             return self._conclude_later(socket, call, outcome, delivery)
@@ -359,6 +349,32 @@ class Worker:
             self._report(socket, call, outcome)
             return ACK
         return self._store_later(socket, call, outcome, encoded, delivery)
+
+    def _begin(
+        self, socket: SocketSpec, message: Message, *, joined: bool, delivery: KombuMessage
+    ) -> tuple[Message, str | None] | None:
+        """Report the call received (and running, unless done before); None while a join waits.
+
+        Returns the call to run, and its stored outcome when a redelivered
+        call had finished before: it is not run again.
+        """
+        redelivered = bool(delivery.delivery_info.get("redelivered"))
+        if not joined and not redelivered:
+            self.telemetry.started(socket, message)  # received and running: one step
+            return message, None
+        self.telemetry.received(socket, message)
+        call = message
+        if joined:
+            combined = self._join(socket, message)
+            if combined is None:
+                self.telemetry.joined(socket, message)
+                return None
+            call = combined
+            self.telemetry.received(socket, call)
+        stored = self.backend.get(call.call_id) if redelivered else None
+        if stored is None:
+            self.telemetry.running(socket, call)
+        return call, stored
 
     def _store_later(
         self,
