@@ -18,6 +18,7 @@ takes the same statement through ``executemany``.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -80,6 +81,22 @@ _ROW_TYPES: dict[str, TypeEngine[Any]] = {
     "owner": String(),
 }
 CALL_COLUMNS = tuple(_ROW_TYPES)
+# The same for every row of a batch: bound once per statement, not in each row.
+_BATCH_COLUMNS = frozenset({"updated", "owner"})
+# Set by updates as aware datetimes; the JSON document carries them as ISO-8601.
+_STAMP_COLUMNS = ("received", "started", "finished")
+# Rows encoded between two pauses of the writer (see json_rows).
+CHUNK_ROWS = 32
+
+
+def _json_value(value: Any) -> str:
+    """UUIDs (which :class:`CallUpdate` takes too) and timestamps as PostgreSQL reads them."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+_ENCODE = json.JSONEncoder(separators=(",", ":"), default=_json_value).encode
 _ID_COLUMNS = tuple(name for name, type_ in _ROW_TYPES.items() if isinstance(type_, Uuid))
 assert set(UPDATE_FIELDS) <= set(CALL_COLUMNS), "a CallUpdate field has no column"
 
@@ -112,9 +129,14 @@ class Statements:
                     .table_valued(*(column(name, type_) for name, type_ in _ROW_TYPES.items()))
                     .render_derived(name="u", with_types=True)
                 )
-                insert = self._insert(self._calls).from_select(
-                    list(CALL_COLUMNS), select(*(rows.c[name] for name in CALL_COLUMNS))
-                )
+                # What is the same for every row of a batch travels once, as a parameter.
+                columns = [
+                    bindparam(name, type_=_ROW_TYPES[name])
+                    if name in _BATCH_COLUMNS
+                    else rows.c[name]
+                    for name in CALL_COLUMNS
+                ]
+                insert = self._insert(self._calls).from_select(list(CALL_COLUMNS), select(*columns))
             self._upsert = insert.on_conflict_do_update(
                 index_elements=[self._calls.c.id], set_=self._merge(insert.excluded)
             )
@@ -173,13 +195,8 @@ def write(
     now = utcnow()
     if calls:
         if statements.postgresql:
-            updated = now.isoformat()
-            document = json.dumps(
-                [_json_row(entry, updated, owner) for entry in calls],
-                separators=(",", ":"),
-                default=_json_value,
-            )
-            session.connection().execute(statements.upsert_calls(), {"rows": document})
+            parameters = {"rows": json_rows(calls), "updated": now, "owner": owner}
+            session.connection().execute(statements.upsert_calls(), parameters)
         else:
             session.execute(statements.upsert_calls(), [_call_row(e, now, owner) for e in calls])
     if not events:
@@ -208,13 +225,38 @@ def write(
     session.execute(statements.insert_events(), event_rows)
 
 
-def _json_row(entry: PendingCall, updated: str, owner: str | None) -> dict[str, Any]:
-    """``entry``'s row for the JSON document: the columns it sets over the stand-ins.
+def json_rows(calls: list[PendingCall]) -> str:
+    """The batch's JSON document: each call's row, with the columns it sets over the stand-ins.
 
-    Columns left out read as NULL (``json_to_recordset``), so the row carries
-    only what it sets; ids are already text.
+    Columns left out read as NULL (``json_to_recordset``); ids are already
+    text. Built :data:`CHUNK_ROWS` rows at a time with a pause for other
+    threads in between: encoding hundreds of rows holds the interpreter
+    for milliseconds, and a worker's calls must not wait that long for it.
     """
-    return _merged(entry, entry.created.isoformat(), updated, owner)
+    chunks = []
+    for start in range(0, len(calls), CHUNK_ROWS):
+        if start:
+            time.sleep(0)  # let the worker's threads run
+        chunks.append(_ENCODE([_json_row(entry) for entry in calls[start : start + CHUNK_ROWS]]))
+    return chunks[0] if len(chunks) == 1 else "[" + ",".join(c[1:-1] for c in chunks) + "]"
+
+
+def _json_row(entry: PendingCall) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": entry.call_id,
+        "name": UNKNOWN_CALL_NAME,
+        "tracking_id": entry.call_id,
+        "state": CallState.PENDING,
+        "attempt": 1,
+        "created": entry.created.isoformat(),
+    }
+    row.update(entry.values)
+    for name in _STAMP_COLUMNS:
+        stamp = row.get(name)
+        if stamp is not None:
+            row[name] = stamp.isoformat()
+    row["state"] = str(row["state"])
+    return row
 
 
 def _call_row(entry: PendingCall, now: datetime, owner: str | None) -> dict[str, Any]:
@@ -279,10 +321,3 @@ def describe(exc: BaseException) -> str:
     original = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     lines = [line.strip() for line in str(original).splitlines() if line.strip()]
     return f"{type(original).__name__}: {lines[0] if lines else ''}"[:300]
-
-
-def _json_value(value: Any) -> str:
-    """UUIDs and timestamps as PostgreSQL reads them back from JSON text."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
