@@ -3,6 +3,8 @@
 Channels are named ``<queue>.<processor>.<channel>`` (``channel`` is one of
 task, log, result, error). Each event is published once, on its channel;
 subscribing to ``global`` means every channel (patterns ``*.task``, ``*.log``...).
+A message carries one event or several of one channel, one JSON object per
+line (:func:`join_events`, :func:`events_in`).
 The transport follows the settings: Redis pub/sub when the result backend is
 Redis, otherwise a fanout exchange on the broker (see
 :mod:`pyfi.events.transport`). Delivery is best effort and never replayed:
@@ -25,6 +27,8 @@ from pyfi.events.event import (
     Channel,
     LiveEvent,
     channel_name,
+    events_in,
+    join_events,
     room_name,
 )
 from pyfi.events.publisher import EventPublisher
@@ -41,6 +45,8 @@ __all__ = [  # noqa: RUF022 - grouped by topic, as STYLE.md asks
     "channel_name",
     "room_name",
     # the wire
+    "events_in",
+    "join_events",
     "EXCHANGE",
     "EventRoute",
     "event_route",
