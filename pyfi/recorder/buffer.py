@@ -10,10 +10,11 @@ recorded before it has settled (:meth:`Buffer.low_water`).
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pyfi.db.enums import CallState, EventName
@@ -92,7 +93,7 @@ class PendingCall:
         self.values = values
         self.first_seq = seq
         self.count = 1  # records merged into this entry
-        self.created = datetime.now(UTC)  # the first sighting, kept by the upsert
+        self.created = time.time()  # the first sighting (epoch seconds), kept by the upsert
 
 
 class PendingEvent:

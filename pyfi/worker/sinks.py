@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import reprlib
 import socket as _socket
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pyfi.db.enums import CallState, EventName
 from pyfi.events import EventPublisher
-from pyfi.events.event import Channel, EventTemplate, call_fields
+from pyfi.events.event import Channel, EventTemplate, call_fields, iso_ms
 from pyfi.message import Message
 from pyfi.recorder import CallRecorder
 from pyfi.wiring import SocketSpec
@@ -91,7 +91,7 @@ class RecordSink:
         call: Message,
         outcome: Outcome | None,
         note: str,
-        at: datetime,
+        at: float,
     ) -> None:
         state, event, _live = STEPS[step]
         values: dict[str, Any] = {"state": state, "attempt": call.attempt}
@@ -120,7 +120,7 @@ class RecordSink:
             values["error"] = note
         self.recorder.record_call_values(call.call_id, values)
         if event is not None:
-            self.recorder.record_event(call.call_id, event, note, at)
+            self.recorder.record_event(call.call_id, event, note, datetime.fromtimestamp(at, UTC))
 
 
 class EventSink:
@@ -154,11 +154,11 @@ class EventSink:
         call: Message,
         outcome: Outcome | None,
         note: str,
-        at: datetime,
+        at: float,
     ) -> None:
         # The events of a step share one stamp and one encoding of the ids,
         # and reach the publisher together.
-        date = at.isoformat(timespec="milliseconds")
+        date = iso_ms(at)
         ids = call_fields(call.call_id, call.tracking_id)
         events = [
             self._template(socket, task, "task").fill(

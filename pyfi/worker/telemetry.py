@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket as _socket
-from datetime import UTC, datetime
+import time
 from typing import Any, Protocol
 
 from pyfi.message import Message
@@ -28,7 +28,7 @@ def routine_note(step: str, socket: str) -> str:
 
 
 class Sink(Protocol):
-    """Receives one lifecycle step of a call, and when it happened (aware, UTC)."""
+    """Receives one lifecycle step of a call, and when it happened (seconds since the epoch)."""
 
     def __call__(
         self,
@@ -37,7 +37,7 @@ class Sink(Protocol):
         call: Message,
         outcome: Outcome | None,
         note: str,
-        at: datetime,
+        at: float,
     ) -> None: ...
 
 
@@ -57,8 +57,9 @@ class Telemetry:
         self, step: str, socket: SocketSpec, call: Message, outcome: Outcome | None, note: str
     ) -> None:
         # One clock read per step, shared by the sinks: the record and the
-        # live events of a step carry the same instant.
-        at = datetime.now(UTC)
+        # live events of a step carry the same instant. A float, not a
+        # datetime: taking and encoding one costs a fraction as much.
+        at = time.time()
         for sink in self._sinks:
             sink(step, socket, call, outcome, note, at)
 

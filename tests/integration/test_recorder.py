@@ -300,6 +300,41 @@ def test_recorder_merges_updates_of_a_call_into_one_row(database: Database) -> N
         assert call.owner is not None
 
 
+def test_recorder_takes_a_workers_instants_as_epoch_seconds(database: Database) -> None:
+    # Given a recorder, and a worker's step values: ids as text, instants as epoch seconds
+    with idle_recorder(database.url) as recorder:
+        call_id = str(uuid.uuid4())
+        received_at = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+        finished_at = received_at + timedelta(milliseconds=1500)
+        # When a call starts and finishes across two batches
+        recorder.record_call_values(
+            call_id,
+            {
+                "state": CallState.RUNNING,
+                "attempt": 1,
+                "name": "s.epoch",
+                "tracking_id": call_id,
+                "received": received_at.timestamp(),
+                "started": received_at.timestamp(),
+            },
+        )
+        assert recorder.flush(timeout_s=10)
+        recorder.record_call_values(
+            call_id,
+            {"state": CallState.FINISHED, "attempt": 1, "finished": finished_at.timestamp()},
+        )
+        assert recorder.flush(timeout_s=10)
+    # Then the row holds those instants, to the microsecond, and when it was first seen
+    call = load_call(database, uuid.UUID(call_id))
+    assert (call.state, call.received, call.started, call.finished) == (
+        CallState.FINISHED,
+        received_at,
+        received_at,
+        finished_at,
+    )
+    assert abs(call.created - datetime.now(UTC)) < timedelta(minutes=1)
+
+
 def test_recorder_never_moves_a_final_call_backwards(database: Database) -> None:
     # Given a call written as finished on its third attempt
     with idle_recorder(database.url) as recorder:
