@@ -114,7 +114,7 @@ class PyfiSystem(System):
         client, out = self._client, []
         for i in range(n):
             start = time.perf_counter()
-            client.result(client.send("bench.noop", [i]).call_id, 60)
+            client.call("bench.noop", [i], timeout_s=60)
             out.append(time.perf_counter() - start)
         return out
 

@@ -27,6 +27,7 @@ from kombu.messaging import Consumer, Producer
 from pyfi import naming
 from pyfi.broker import amqp_transport, filesystem
 from pyfi.broker.amqp_transport import BufferedTCPTransport
+from pyfi.broker.confirms import PendingConfirms
 from pyfi.broker.topology import SocketRoute
 from pyfi.config import filesystem_broker_dir, mask_url
 from pyfi.errors import BrokerUnavailable
@@ -35,7 +36,6 @@ from pyfi.message import CONTENT_TYPE, Message
 CONNECT_RETRIES = 3
 # Publishes in flight before publish_many waits for their confirms.
 CONFIRM_WINDOW = 500
-CONFIRM_TIMEOUT_S = 30
 
 
 def connection_for(url: str) -> Connection:
@@ -74,6 +74,8 @@ class Broker:
         self._producer: Producer | None = None
         self._published = 0
         self._tagged_channel: Any = None
+        # Confirms of publish_unconfirmed calls still to be read (see there).
+        self._unconfirmed: list[PendingConfirms] = []
         self.connect()
 
     @property
@@ -187,86 +189,114 @@ class Broker:
         window got through: publish them again (their ids make repeats
         recognisable).
         """
-        if self.is_filesystem or self.url.startswith("memory://"):
+        if not self.confirms:
             for message, route in items:
                 self.publish(message, route)
             return
+        channel = self._confirm_channel()
+        # Confirms may be read while publishing (py-amqp drains pending frames
+        # before each publish), so they are counted, not waited for one by one.
+        pending = PendingConfirms(channel, self.url)
+        try:
+            source = iter(items)
+            while window := list(islice(source, CONFIRM_WINDOW)):
+                self._send_window(channel, window, pending)
+                pending.wait()
+        except (*self.connection.connection_errors, TimeoutError) as exc:
+            pending.abandon()
+            raise BrokerUnavailable(
+                f"lost the message broker {mask_url(self.url)} while publishing: {exc}"
+            ) from exc
+        pending.settle(self.connection.connection_errors)
+
+    def publish_unconfirmed(self, message: Message, route: SocketRoute) -> PendingConfirms:
+        """Publish a call without waiting for the broker's confirm; settle or abandon it later.
+
+        For a caller that waits for the call's result anyway: the result
+        proves the broker delivered the call, so the confirm (for a
+        persistent message, the broker's write to disk) need not stand
+        between the publish and the wait. Settle the returned confirms
+        (:meth:`PendingConfirms.settle`, which raises if the broker refused
+        or lost the call) or abandon them before publishing again on this
+        broker. The embedded broker has written the message when this returns.
+
+        Confirms left unread are read by :meth:`collect_confirms`, before the
+        next :meth:`publish` (whose own wait must not take an earlier call's
+        confirm for its message's), and at :meth:`close`.
+        """
+        if not self.confirms:
+            self.publish(message, route)
+            return PendingConfirms(None, self.url)
+        channel = self._confirm_channel()
+        pending = PendingConfirms(channel, self.url)
+        try:
+            self._send_window(channel, [(message, route)], pending)
+        except self.connection.connection_errors as exc:
+            pending.abandon()
+            raise BrokerUnavailable(
+                f"lost the message broker {mask_url(self.url)} while publishing: {exc}"
+            ) from exc
+        self._unconfirmed.append(pending)
+        return pending
+
+    def collect_confirms(self) -> None:
+        """Read the confirms of unconfirmed publishes that have come, without waiting."""
+        live = [pending for pending in self._unconfirmed if not pending.settled]
+        if live:
+            live[0].collect()  # every one listens on the channel: one read serves all
+        for pending in live:
+            if pending.settled:
+                pending.abandon()
+        self._unconfirmed = [pending for pending in live if not pending.settled]
+
+    def _settle_unconfirmed(self) -> None:
+        """Wait for every confirm publish_unconfirmed left unread; refusals were their callers'."""
+        while self._unconfirmed:
+            pending = self._unconfirmed.pop(0)
+            try:
+                pending.wait()
+            except (*self.connection.connection_errors, TimeoutError):
+                pass  # the next publish meets the same trouble and reports it
+            finally:
+                pending.abandon()
+
+    @property
+    def confirms(self) -> bool:
+        """True when the broker confirms publishes (RabbitMQ); the embedded one writes at once."""
+        return not (self.is_filesystem or self.url.startswith("memory://"))
+
+    def _confirm_channel(self) -> Any:
+        """The producer's channel, in confirm mode, with its delivery tags counted."""
         channel = self.producer.channel
         if channel is not self._tagged_channel:
             self._tagged_channel, self._published = channel, 0
         if not channel._confirm_selected:
             channel._confirm_selected = True
             channel.confirm_select()
-        outstanding: set[int] = set()
-        refused: list[int] = []
+        return channel
 
-        def on_ack(delivery_tag: int, multiple: bool) -> None:
-            if multiple:
-                outstanding.difference_update([t for t in outstanding if t <= delivery_tag])
-            else:
-                outstanding.discard(delivery_tag)
-
-        def on_nack(delivery_tag: int, multiple: bool, *_: Any) -> None:
-            refused.append(delivery_tag)
-            on_ack(delivery_tag, multiple)
-
-        # Confirms may be read while publishing (py-amqp drains pending frames
-        # before each publish), so they are counted by listeners, not waited
-        # for one by one.
-        channel.events["basic_ack"].add(on_ack)
-        channel.events["basic_nack"].add(on_nack)
-        try:
-            self._publish_window(channel, items, outstanding)
-        except (*self.connection.connection_errors, TimeoutError) as exc:
-            raise BrokerUnavailable(
-                f"lost the message broker {mask_url(self.url)} while publishing: {exc}"
-            ) from exc
-        finally:
-            channel.events["basic_ack"].discard(on_ack)
-            channel.events["basic_nack"].discard(on_nack)
-        if refused:
-            raise BrokerUnavailable(
-                f"the message broker {mask_url(self.url)} refused {len(refused)} published call(s)"
-            )
-
-    def _publish_window(
-        self, channel: Any, items: Iterable[tuple[Message, SocketRoute]], outstanding: set[int]
+    def _send_window(
+        self, channel: Any, window: list[tuple[Message, SocketRoute]], pending: PendingConfirms
     ) -> None:
+        """Send ``window``'s messages in one write, expecting a confirm for each."""
         transport = channel.connection.transport
         corked = transport.corked if isinstance(transport, BufferedTCPTransport) else nullcontext
-        pending = iter(items)
-        while window := list(islice(pending, CONFIRM_WINDOW)):
-            for _, route in window:  # declaring waits for replies: not while corked
-                self.declare(route)
-            # The window's messages leave in one write; then its confirms are awaited.
-            with corked():
-                for message, route in window:
-                    prepared = channel.prepare_message(
-                        message.encode(),
-                        content_type=CONTENT_TYPE,
-                        content_encoding="utf-8",
-                        headers={"pyfi-socket": message.socket},
-                        properties={"delivery_mode": 2, "message_id": message.call_id},
-                    )
-                    channel._basic_publish(
-                        prepared, exchange=self._exchange(route).name, routing_key=route.routing_key
-                    )
-                    self._published += 1
-                    outstanding.add(self._published)
-            self._drain_confirms(channel, outstanding)
-
-    def _drain_confirms(self, channel: Any, outstanding: set[int]) -> None:
-        # One fixed timeout, left on the socket: py-amqp changes the socket's
-        # timeout around every read whose timeout differs from the standing
-        # one (two system calls per confirm read); the deadline is kept here.
-        sock = getattr(channel.connection.transport, "sock", None)
-        if sock is not None and sock.gettimeout() != CONFIRM_TIMEOUT_S:
-            sock.settimeout(CONFIRM_TIMEOUT_S)
-        deadline = time.monotonic() + CONFIRM_TIMEOUT_S
-        while outstanding:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(outstanding)} publisher confirms still missing")
-            channel.connection.drain_events(timeout=CONFIRM_TIMEOUT_S)
+        for _, route in window:  # declaring waits for replies: not while corked
+            self.declare(route)
+        with corked():
+            for message, route in window:
+                prepared = channel.prepare_message(
+                    message.encode(),
+                    content_type=CONTENT_TYPE,
+                    content_encoding="utf-8",
+                    headers={"pyfi-socket": message.socket},
+                    properties={"delivery_mode": 2, "message_id": message.call_id},
+                )
+                channel._basic_publish(
+                    prepared, exchange=self._exchange(route).name, routing_key=route.routing_key
+                )
+                self._published += 1
+                pending.add(self._published)
 
     def _count_publish(self) -> None:
         """Keep count of the confirm-mode delivery tag of the producer's channel.
@@ -292,6 +322,7 @@ class Broker:
         headers: dict[str, Any],
         message_id: str | None,
     ) -> None:
+        self._settle_unconfirmed()
         try:
             self.producer.publish(
                 body,
@@ -370,6 +401,7 @@ class Broker:
 
     def close(self) -> None:
         """Close the connection; unacked messages go back to their queues."""
+        self._settle_unconfirmed()
         try:
             self.connection.release()
         except (*self.connection.connection_errors, OSError):

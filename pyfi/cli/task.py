@@ -70,12 +70,11 @@ def run(
         data = sys.stdin.read().rstrip("\n")
     value = parse_data(data)
     with Client(flow.settings, flow.database) as client:
-        message = client.send(socket_name, [value])
         if nowait:
-            click.echo(message.call_id)
+            click.echo(client.send(socket_name, [value]).call_id)
             return
         try:
-            result = client.result(message.call_id, timeout)
+            result = client.call(socket_name, [value], timeout_s=timeout)
         except CallFailed as exc:
             if flow.debug and exc.traceback:
                 click.echo(exc.traceback.rstrip(), err=True)

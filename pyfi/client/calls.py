@@ -3,6 +3,8 @@
 This is the plumbing under `flow task run` and the Python API: it reads a
 socket's route from the meta-model once, publishes the call with publisher
 confirms, and waits on the result backend (no polling of the broker).
+:meth:`Client.call` waits for the result without first waiting for the
+confirm, which the result makes redundant.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from pyfi.resources import Closeable
 from pyfi.wiring import load_route
 from pyfi.workflow.engine import NO_INPUT, FlowDriver
 
+# How long Client.call waits for a result before it checks that the broker
+# confirmed the call (normally long since): a refused call fails fast.
+CONFIRM_GRACE_S = 1.0
 # Client.results fetches this many outcomes first, then twice as many as the
 # last fetch found (never fewer than MIN_FETCH).
 FIRST_FETCH = 1000
@@ -85,6 +90,56 @@ class Client(Closeable):
         )
         self.broker.publish(message, self.route(socket))
         return message
+
+    def call(
+        self,
+        socket: str,
+        args: list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        timeout_s: float,
+        tracking_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """Send a call and return its value: :meth:`send` then :meth:`result`, sooner.
+
+        The call's result, not the broker's confirm, ends the wait: a stored
+        result proves the broker delivered the call, and the confirm of a
+        persistent message (the broker's write to disk) often comes later
+        than the worker's answer. When no result has come after
+        :data:`CONFIRM_GRACE_S`, the confirm is awaited after all, so that a
+        call the broker refused or lost raises at once instead of at the
+        timeout.
+
+        Raises
+        ------
+        CallFailed
+            The function raised; the remote type, message and traceback are kept.
+        CallTimeout
+            No outcome within ``timeout_s``.
+        BrokerUnavailable
+            The broker refused the call or the connection was lost, and no
+            result came.
+        """
+        message = Message.new(
+            socket, args, kwargs, tracking_id=tracking_id, idempotency_key=idempotency_key
+        )
+        deadline = time.monotonic() + timeout_s
+        pending = self.broker.publish_unconfirmed(message, self.route(socket))
+        try:
+            stored = self.backend.wait(message.call_id, min(timeout_s, CONFIRM_GRACE_S))
+            if stored is None:
+                pending.settle(self.broker.connection.connection_errors)
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    stored = self.backend.wait(message.call_id, remaining)
+        except BaseException:
+            pending.abandon()
+            raise
+        self.broker.collect_confirms()  # this call's or earlier ones', if they have come
+        if stored is None:
+            raise CallTimeout(message.call_id, timeout_s)
+        return unwrap(stored, message.call_id)
 
     def send_many(
         self,

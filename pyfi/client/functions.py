@@ -23,6 +23,9 @@ from pyfi.errors import InvalidValue
 from pyfi.workflow.engine import NO_INPUT
 from pyfi.workflow.plan import CALL, route_to_json
 
+# How long Socket.call waits for a value; Client.call takes any timeout.
+CALL_TIMEOUT_S = 3600.0
+
 if TYPE_CHECKING:
     from pyfi.client.calls import Client
     from pyfi.db.session import Database
@@ -130,6 +133,16 @@ class Socket:
         """Send one call; returns at once with a handle on its result."""
         client = self.client
         return Result(client.send(self.name, list(args), kwargs).call_id, client=client)
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        """Send one call and return its value (waiting up to :data:`CALL_TIMEOUT_S`).
+
+        ``socket.call(x)`` is ``socket(x).get(...)`` without waiting for the
+        broker's confirm first: the result proves the delivery (see
+        :meth:`Client.call`). Raises what :meth:`Result.get` raises, and
+        :class:`~pyfi.errors.BrokerUnavailable` when the broker refused the call.
+        """
+        return self.client.call(self.name, list(args), kwargs, timeout_s=CALL_TIMEOUT_S)
 
     def map(self, values: Iterable[Any]) -> list[Result]:
         """One call per value (its only argument), sent together; a handle per call.

@@ -6,6 +6,7 @@ worker only hands them values, never waits on a database or a network.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket as _socket
 import time
@@ -22,6 +23,7 @@ _ROUTINE_NOTES = {
 }
 
 
+@functools.cache
 def routine_note(step: str, socket: str) -> str:
     """The note of a routine step, which names only the socket (the same for every call)."""
     return _ROUTINE_NOTES[step].format(socket)

@@ -131,6 +131,28 @@ def test_mesh_failed_call_surfaces_remote_error(stack: Stack) -> None:
         client.result(client.send("breaks", ["y"]).call_id, 30)
     assert failure.value.error_type == "ValueError"
     assert "broken on 'y'" in (failure.value.traceback or "")
+    # And a call that waits for its value in one step raises the same
+    with stack.client() as client, pytest.raises(CallFailed, match="broken on 'z'"):
+        client.call("breaks", ["z"], timeout_s=30)
+
+
+def test_mesh_calls_that_wait_for_their_value_in_one_step(stack: Stack) -> None:
+    # Given the first flow and a worker
+    _first_flow(stack)
+    stack.start_worker("proc1")
+    # When calls are made one after another, each waiting for its value
+    from pyfi.client.functions import Socket
+
+    with stack.client() as client:
+        this = Socket(THIS, client=client)
+        values = [this.call(f"v{n}") for n in range(20)]
+        direct = client.call(SOMETHING, ["direct"], timeout_s=30)
+        # And a call mixes with confirmed sends on the same client
+        sent = client.send(THIS, ["sent"])
+        assert client.result(sent.call_id, 30) == "Do this: sent"
+    # Then each returns its own call's value
+    assert values == [f"Do this: v{n}" for n in range(20)]
+    assert direct == "Message:direct"
 
 
 def test_mesh_calls_are_recorded_with_their_events(stack: Stack) -> None:

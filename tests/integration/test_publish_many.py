@@ -45,3 +45,32 @@ def test_publish_many_of_nothing_returns(broker_url: str) -> None:
     broker.publish(Message.new("s", [1]), SocketRoute("s", "ex.s"))
     assert [m.args for m in _drain(broker, SocketRoute("s", "ex.s").queue)] == [[1]]
     broker.close()
+
+
+def test_an_unconfirmed_publish_is_delivered_in_order_with_confirmed_ones(broker_url: str) -> None:
+    # Given a call published without waiting for its confirm
+    route = SocketRoute("u", "ex.u")
+    broker = Broker(broker_url)
+    first = broker.publish_unconfirmed(Message.new("u", ["unconfirmed"]), route)
+    # When its confirm is settled, and another's is abandoned before more publishing
+    first.settle()
+    second = broker.publish_unconfirmed(Message.new("u", ["abandoned"]), route)
+    second.abandon()
+    broker.publish_many([(Message.new("u", [n]), route) for n in range(3)])
+    # And one left unread when a confirmed publish follows (which must not take
+    # that confirm for its own message's)
+    left = broker.publish_unconfirmed(Message.new("u", ["left"]), route)
+    broker.publish(Message.new("u", ["single"]), route)
+    assert left.settled
+    # Then every call is in the queue once, in publish order, and nothing is left expected
+    assert [m.args[0] for m in _drain(broker, route.queue)] == [
+        "unconfirmed",
+        "abandoned",
+        0,
+        1,
+        2,
+        "left",
+        "single",
+    ]
+    assert (first.outstanding, first.refused) == (set(), 0)
+    broker.close()

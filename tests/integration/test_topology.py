@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 
 from pyfi.broker import Broker, SocketRoute
+from pyfi.client.calls import CONFIRM_GRACE_S, Client
+from pyfi.config import Settings
+from pyfi.errors import BrokerUnavailable
 from pyfi.message import Message
 from pyfi.worker.deadletter import read_dead_letter
-from tests.conftest import requires_rabbitmq
+from tests.conftest import requires_rabbitmq, requires_redis
 
 pytestmark = [pytest.mark.rabbitmq, requires_rabbitmq]
 
@@ -46,3 +52,48 @@ def test_topology_queue_without_arguments_keeps_everything(amqp_url: str) -> Non
     assert received == list(range(50))
     assert read_dead_letter(b"not json")["reason"] == "not a pyfi dead letter"
     broker.close()
+
+
+def _refusing_route() -> SocketRoute:
+    """A queue that holds nothing and makes RabbitMQ nack every publish."""
+    return SocketRoute(
+        "refusing",
+        "refusing.exchange",
+        arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+    )
+
+
+def test_a_refused_unconfirmed_publish_raises_when_settled(amqp_url: str) -> None:
+    # Given a call published, without waiting, to a queue that refuses everything
+    broker = Broker(amqp_url)
+    pending = broker.publish_unconfirmed(Message.new("refusing", [1]), _refusing_route())
+    # When its confirm is settled, then the refusal is raised
+    with pytest.raises(BrokerUnavailable, match="refused 1 published call"):
+        pending.settle(broker.connection.connection_errors)
+    # And the broker goes on: a batch to the same queue is refused as a whole
+    with pytest.raises(BrokerUnavailable, match="refused 2 published call"):
+        broker.publish_many([(Message.new("refusing", [n]), _refusing_route()) for n in (2, 3)])
+    broker.close()
+
+
+@requires_redis
+@pytest.mark.redis
+def test_a_call_the_broker_refuses_fails_at_once_not_at_its_timeout(
+    amqp_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a client whose socket's queue refuses every call
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'pyfi.sqlite'}",
+        broker_url=amqp_url,
+        backend_url=redis_url,
+        data_dir=tmp_path,
+        ini_path=tmp_path / "pyfi.ini",
+    )
+    with Client(settings) as client:
+        monkeypatch.setattr(client, "route", lambda _socket: _refusing_route())
+        # When it calls and waits for the value with a long timeout
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable, match="refused 1 published call"):
+            client.call("refusing", [1], timeout_s=60)
+        # Then the refusal is raised once the first short wait for a result is over
+        assert time.monotonic() - started < CONFIRM_GRACE_S + 5

@@ -1,0 +1,128 @@
+"""Publisher confirms of messages sent on one channel, counted as they arrive.
+
+RabbitMQ confirms a persistent message once it is safe (written to disk, or
+delivered and acknowledged). Waiting for each confirm before the next step is
+what makes ``publish`` a promise; counting them instead of waiting one by one
+is what makes a window of thousands fast. A caller that will see the outcome
+of its call anyway (the result proves the delivery) may also read the confirm
+later, or not at all: :class:`PendingConfirms` keeps the count until then.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pyfi.config import mask_url
+from pyfi.errors import BrokerUnavailable
+
+CONFIRM_TIMEOUT_S = 30
+
+
+class PendingConfirms:
+    """The confirms still to come for the delivery tags added, on one channel.
+
+    Listens to the channel's ``basic_ack`` and ``basic_nack`` events from
+    construction until :meth:`settle` or :meth:`abandon`; confirms are read
+    whenever anything reads the connection (py-amqp dispatches them), so a
+    window of messages is counted, not awaited message by message.
+    ``channel`` None stands for a broker without confirms (the embedded one,
+    which writes before ``publish`` returns): nothing is pending.
+    """
+
+    def __init__(self, channel: Any, url: str) -> None:
+        self._channel = channel
+        self._url = url
+        self.outstanding: set[int] = set()
+        self.refused = 0
+        if channel is not None:
+            channel.events["basic_ack"].add(self._on_ack)
+            channel.events["basic_nack"].add(self._on_nack)
+
+    @property
+    def settled(self) -> bool:
+        """True once every confirm has come, or nobody counts them any more."""
+        return self._channel is None or not self.outstanding
+
+    def add(self, delivery_tag: int) -> None:
+        """Expect the confirm of ``delivery_tag``."""
+        self.outstanding.add(delivery_tag)
+
+    def _on_ack(self, delivery_tag: int, multiple: bool) -> None:
+        if multiple:
+            self.outstanding.difference_update(
+                [tag for tag in self.outstanding if tag <= delivery_tag]
+            )
+        else:
+            self.outstanding.discard(delivery_tag)
+
+    def _on_nack(self, delivery_tag: int, multiple: bool, *_: Any) -> None:
+        before = len(self.outstanding)
+        self._on_ack(delivery_tag, multiple)
+        self.refused += before - len(self.outstanding)
+
+    def wait(self) -> None:
+        """Read the connection until every expected confirm has come.
+
+        Raises
+        ------
+        TimeoutError
+            Some are still missing after :data:`CONFIRM_TIMEOUT_S`.
+        """
+        if self._channel is None:
+            return
+        # One fixed timeout, left on the socket: py-amqp changes the socket's
+        # timeout around every read whose timeout differs from the standing
+        # one (two system calls per confirm read); the deadline is kept here.
+        connection = self._channel.connection
+        sock = getattr(connection.transport, "sock", None)
+        if sock is not None and sock.gettimeout() != CONFIRM_TIMEOUT_S:
+            sock.settimeout(CONFIRM_TIMEOUT_S)
+        deadline = time.monotonic() + CONFIRM_TIMEOUT_S
+        while self.outstanding:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.outstanding)} publisher confirms still missing")
+            connection.drain_events(timeout=CONFIRM_TIMEOUT_S)
+
+    def collect(self) -> bool:
+        """Read the confirms that have come, without waiting; True once none is missing."""
+        if self._channel is None:
+            return True
+        connection = self._channel.connection
+        try:
+            while self.outstanding:
+                connection.drain_events(timeout=0)
+        except TimeoutError:  # nothing more has come yet
+            pass
+        return not self.outstanding
+
+    def abandon(self) -> None:
+        """Stop counting: confirms that come later are read and ignored."""
+        if self._channel is not None:
+            self._channel.events["basic_ack"].discard(self._on_ack)
+            self._channel.events["basic_nack"].discard(self._on_nack)
+            self._channel = None
+
+    def settle(self, connection_errors: tuple[type[BaseException], ...] = ()) -> None:
+        """Wait for the confirms, stop counting, and raise if any message was refused.
+
+        Raises
+        ------
+        BrokerUnavailable
+            The broker refused a message (nack), the connection was lost
+            (one of ``connection_errors``), or confirms did not come in time:
+            the caller cannot know which of its messages got through.
+        """
+        lost: tuple[type[BaseException], ...] = (*connection_errors, TimeoutError)
+        try:
+            self.wait()
+        except lost as exc:
+            raise BrokerUnavailable(
+                f"lost the message broker {mask_url(self._url)} while publishing: {exc}"
+            ) from exc
+        finally:
+            self.abandon()
+        if self.refused:
+            raise BrokerUnavailable(
+                f"the message broker {mask_url(self._url)} refused {self.refused} published call(s)"
+            )
