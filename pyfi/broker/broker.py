@@ -203,7 +203,10 @@ class Broker:
                 self._send_window(channel, window, pending)
                 pending.wait()
         except (*self.connection.connection_errors, TimeoutError) as exc:
-            pending.abandon()
+            if isinstance(exc, TimeoutError):
+                self._unconfirmed.append(pending)  # late confirms are still read as its own
+            else:
+                pending.abandon()
             raise BrokerUnavailable(
                 f"lost the message broker {mask_url(self.url)} while publishing: {exc}"
             ) from exc
@@ -217,8 +220,8 @@ class Broker:
         persistent message, the broker's write to disk) need not stand
         between the publish and the wait. Settle the returned confirms
         (:meth:`PendingConfirms.settle`, which raises if the broker refused
-        or lost the call) or abandon them before publishing again on this
-        broker. The embedded broker has written the message when this returns.
+        or lost the call), or leave them to the broker. The embedded broker
+        has written the message when this returns.
 
         Confirms left unread are read by :meth:`collect_confirms`, before the
         next :meth:`publish` (whose own wait must not take an earlier call's
@@ -240,25 +243,44 @@ class Broker:
         return pending
 
     def collect_confirms(self) -> None:
-        """Read the confirms of unconfirmed publishes that have come, without waiting."""
+        """Read the confirms of unconfirmed publishes that have come, without waiting.
+
+        Never raises: a lost connection is reported by the next publish.
+        """
         live = [pending for pending in self._unconfirmed if not pending.settled]
         if live:
-            live[0].collect()  # every one listens on the channel: one read serves all
+            try:
+                live[0].collect()  # every one listens on the channel: one read serves all
+            except (*self.connection.connection_errors, OSError):
+                for pending in live:
+                    pending.abandon()  # the channel is gone: no confirm can come on it
         for pending in live:
             if pending.settled:
                 pending.abandon()
         self._unconfirmed = [pending for pending in live if not pending.settled]
 
-    def _settle_unconfirmed(self) -> None:
-        """Wait for every confirm publish_unconfirmed left unread; refusals were their callers'."""
+    def _settle_unconfirmed(self, *, quiet: bool = False) -> None:
+        """Wait for every confirm publish_unconfirmed left unread; refusals were their callers'.
+
+        Raises
+        ------
+        BrokerUnavailable
+            Unless ``quiet``: a confirm did not come in time, so a publish
+            now could take it for its own message's.
+        """
         while self._unconfirmed:
-            pending = self._unconfirmed.pop(0)
+            pending = self._unconfirmed[0]
             try:
                 pending.wait()
-            except (*self.connection.connection_errors, TimeoutError):
-                pass  # the next publish meets the same trouble and reports it
-            finally:
-                pending.abandon()
+            except self.connection.connection_errors:
+                pass  # the connection is gone, and its confirms with it
+            except TimeoutError as exc:
+                if not quiet:
+                    raise BrokerUnavailable(
+                        f"the message broker {mask_url(self.url)} has not confirmed "
+                        f"earlier calls: {exc}"
+                    ) from exc
+            self._unconfirmed.pop(0).abandon()
 
     @property
     def confirms(self) -> bool:
@@ -401,7 +423,7 @@ class Broker:
 
     def close(self) -> None:
         """Close the connection; unacked messages go back to their queues."""
-        self._settle_unconfirmed()
+        self._settle_unconfirmed(quiet=True)
         try:
             self.connection.release()
         except (*self.connection.connection_errors, OSError):

@@ -61,13 +61,14 @@ class PendingConfirms:
         self._on_ack(delivery_tag, multiple)
         self.refused += before - len(self.outstanding)
 
-    def wait(self) -> None:
+    def wait(self, timeout_s: float = CONFIRM_TIMEOUT_S) -> None:
         """Read the connection until every expected confirm has come.
 
         Raises
         ------
         TimeoutError
-            Some are still missing after :data:`CONFIRM_TIMEOUT_S`.
+            Some are still missing after ``timeout_s``; they are still
+            counted when they come.
         """
         if self._channel is None:
             return
@@ -78,11 +79,12 @@ class PendingConfirms:
         sock = getattr(connection.transport, "sock", None)
         if sock is not None and sock.gettimeout() != CONFIRM_TIMEOUT_S:
             sock.settimeout(CONFIRM_TIMEOUT_S)
-        deadline = time.monotonic() + CONFIRM_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         while self.outstanding:
-            if time.monotonic() > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise TimeoutError(f"{len(self.outstanding)} publisher confirms still missing")
-            connection.drain_events(timeout=CONFIRM_TIMEOUT_S)
+            connection.drain_events(timeout=min(remaining, CONFIRM_TIMEOUT_S))
 
     def collect(self) -> bool:
         """Read the confirms that have come, without waiting; True once none is missing."""
@@ -97,7 +99,13 @@ class PendingConfirms:
         return not self.outstanding
 
     def abandon(self) -> None:
-        """Stop counting: confirms that come later are read and ignored."""
+        """Stop counting: confirms that come later are read and ignored.
+
+        Only for confirms that can no longer come (the connection is gone)
+        or once all have: kombu's ``Producer.publish`` takes the next confirm
+        read as its own, so an abandoned confirm still to come would be
+        taken for another message's.
+        """
         if self._channel is not None:
             self._channel.events["basic_ack"].discard(self._on_ack)
             self._channel.events["basic_nack"].discard(self._on_nack)
@@ -110,18 +118,20 @@ class PendingConfirms:
         ------
         BrokerUnavailable
             The broker refused a message (nack), the connection was lost
-            (one of ``connection_errors``), or confirms did not come in time:
-            the caller cannot know which of its messages got through.
+            (one of ``connection_errors``), or confirms did not come in time
+            (they are still counted if they come later): the caller cannot
+            know which of its messages got through.
         """
         lost: tuple[type[BaseException], ...] = (*connection_errors, TimeoutError)
         try:
             self.wait()
         except lost as exc:
+            if not isinstance(exc, TimeoutError):
+                self.abandon()
             raise BrokerUnavailable(
                 f"lost the message broker {mask_url(self._url)} while publishing: {exc}"
             ) from exc
-        finally:
-            self.abandon()
+        self.abandon()
         if self.refused:
             raise BrokerUnavailable(
                 f"the message broker {mask_url(self._url)} refused {self.refused} published call(s)"

@@ -18,7 +18,7 @@ from pyfi.backend import open_backend
 from pyfi.broker import Broker, SocketRoute
 from pyfi.config import Settings
 from pyfi.db.session import Database
-from pyfi.errors import CallFailed, CallTimeout
+from pyfi.errors import BrokerUnavailable, CallFailed, CallTimeout
 from pyfi.message import Message, new_id
 from pyfi.resources import Closeable
 from pyfi.wiring import load_route
@@ -126,16 +126,23 @@ class Client(Closeable):
         )
         deadline = time.monotonic() + timeout_s
         pending = self.broker.publish_unconfirmed(message, self.route(socket))
-        try:
-            stored = self.backend.wait(message.call_id, min(timeout_s, CONFIRM_GRACE_S))
-            if stored is None:
-                pending.settle(self.broker.connection.connection_errors)
-                remaining = deadline - time.monotonic()
-                if remaining > 0:
-                    stored = self.backend.wait(message.call_id, remaining)
-        except BaseException:
-            pending.abandon()
-            raise
+        # Whatever happens below, an unread confirm stays with the broker,
+        # which reads it before it publishes again.
+        stored = self.backend.wait(message.call_id, min(timeout_s, CONFIRM_GRACE_S))
+        if stored is None:
+            try:  # what has come is read even when the time is up
+                if not pending.collect():
+                    pending.wait(max(deadline - time.monotonic(), 0.0))
+            except TimeoutError:
+                raise CallTimeout(message.call_id, timeout_s) from None
+            except self.broker.connection.connection_errors as exc:
+                raise BrokerUnavailable(
+                    f"lost the message broker while publishing a call to {socket}: {exc}"
+                ) from exc
+            pending.settle()  # every confirm is in: raises if the broker refused the call
+            remaining = deadline - time.monotonic()
+            if remaining > 0:
+                stored = self.backend.wait(message.call_id, remaining)
         self.broker.collect_confirms()  # this call's or earlier ones', if they have come
         if stored is None:
             raise CallTimeout(message.call_id, timeout_s)

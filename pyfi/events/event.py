@@ -10,6 +10,7 @@ as a pickle: a listener must not execute what a worker sends.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket as _socket
@@ -101,16 +102,22 @@ class _LastSecond:
 def iso_ms(epoch: float) -> str:
     """``epoch`` (seconds) as ISO-8601 UTC with milliseconds: ``2024-05-01T12:00:00.123+00:00``.
 
-    The text of :meth:`datetime.isoformat` with ``timespec="milliseconds"``
-    (milliseconds truncated), built from the last second's text: a worker
-    stamps every event, and formatting a datetime cost more than the rest.
+    The text ``datetime.fromtimestamp(epoch, UTC).isoformat(timespec=
+    "milliseconds")`` writes (microseconds rounded, then milliseconds
+    truncated), built from the last second's text: a worker stamps every
+    event, and formatting a datetime cost more than the rest.
     """
-    second = int(epoch // 1)
+    # As datetime does: the fraction rounded to the microsecond, half to even.
+    fraction, whole = math.modf(epoch)
+    micros = round(fraction * 1_000_000)
+    second = int(whole)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
     cached, text = _LastSecond.formatted
     if cached != second:
         text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         _LastSecond.formatted = (second, text)
-    millis = min(int((epoch - second) * 1000), 999)
+    millis = micros // 1000
     return f"{text}.{millis:03d}+00:00"
 
 

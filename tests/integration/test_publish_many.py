@@ -48,24 +48,21 @@ def test_publish_many_of_nothing_returns(broker_url: str) -> None:
 
 
 def test_an_unconfirmed_publish_is_delivered_in_order_with_confirmed_ones(broker_url: str) -> None:
-    # Given a call published without waiting for its confirm
+    # Given a call published without waiting for its confirm, then settled
     route = SocketRoute("u", "ex.u")
     broker = Broker(broker_url)
-    first = broker.publish_unconfirmed(Message.new("u", ["unconfirmed"]), route)
-    # When its confirm is settled, and another's is abandoned before more publishing
+    first = broker.publish_unconfirmed(Message.new("u", ["settled"]), route)
     first.settle()
-    second = broker.publish_unconfirmed(Message.new("u", ["abandoned"]), route)
-    second.abandon()
+    # When others are left unread while batches and single publishes follow
+    unread = broker.publish_unconfirmed(Message.new("u", ["unread"]), route)
     broker.publish_many([(Message.new("u", [n]), route) for n in range(3)])
-    # And one left unread when a confirmed publish follows (which must not take
-    # that confirm for its own message's)
     left = broker.publish_unconfirmed(Message.new("u", ["left"]), route)
     broker.publish(Message.new("u", ["single"]), route)
-    assert left.settled
-    # Then every call is in the queue once, in publish order, and nothing is left expected
+    # Then every call is in the queue once, in publish order, and a confirmed
+    # publish read the confirms left unread before waiting for its own
     assert [m.args[0] for m in _drain(broker, route.queue)] == [
-        "unconfirmed",
-        "abandoned",
+        "settled",
+        "unread",
         0,
         1,
         2,
@@ -73,4 +70,5 @@ def test_an_unconfirmed_publish_is_delivered_in_order_with_confirmed_ones(broker
         "single",
     ]
     assert (first.outstanding, first.refused) == (set(), 0)
+    assert (unread.outstanding, left.outstanding) == (set(), set())
     broker.close()

@@ -76,6 +76,24 @@ def test_a_refused_unconfirmed_publish_raises_when_settled(amqp_url: str) -> Non
     broker.close()
 
 
+def test_a_refusal_left_unread_is_not_taken_for_a_later_publishs_confirm(
+    amqp_url: str,
+) -> None:
+    # Given a refused call published without waiting, its confirm (a nack) left unread
+    broker = Broker(amqp_url)
+    refused = broker.publish_unconfirmed(Message.new("refusing", [1]), _refusing_route())
+    # When a call to a healthy socket is published and confirmed
+    healthy = SocketRoute("healthy", "healthy.exchange")
+    sent = Message.new("healthy", ["fine"])
+    broker.publish(sent, healthy)
+    # Then it went through on its own confirm, and the nack was counted for the refused call
+    assert refused.refused == 1
+    delivered = broker.get(healthy.queue)
+    assert delivered is not None
+    assert Message.decode(delivered.body).call_id == sent.call_id
+    broker.close()
+
+
 @requires_redis
 @pytest.mark.redis
 def test_a_call_the_broker_refuses_fails_at_once_not_at_its_timeout(
@@ -97,3 +115,6 @@ def test_a_call_the_broker_refuses_fails_at_once_not_at_its_timeout(
             client.call("refusing", [1], timeout_s=60)
         # Then the refusal is raised once the first short wait for a result is over
         assert time.monotonic() - started < CONFIRM_GRACE_S + 5
+        # And with a timeout shorter than that wait, the refusal is still what is reported
+        with pytest.raises(BrokerUnavailable, match="refused"):
+            client.call("refusing", [2], timeout_s=0.5)
