@@ -107,9 +107,9 @@ class Client(Closeable):
         result proves the broker delivered the call, and the confirm of a
         persistent message (the broker's write to disk) often comes later
         than the worker's answer. When no result has come after
-        :data:`CONFIRM_GRACE_S`, the confirm is awaited after all, so that a
-        call the broker refused or lost raises at once instead of at the
-        timeout.
+        :data:`CONFIRM_GRACE_S`, the confirm is awaited after all (within
+        ``timeout_s``), so that a call the broker refused or lost raises
+        then instead of at the timeout.
 
         Raises
         ------
