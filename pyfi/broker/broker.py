@@ -27,7 +27,7 @@ from kombu.messaging import Consumer, Producer
 from pyfi import naming
 from pyfi.broker import amqp_transport, filesystem
 from pyfi.broker.amqp_transport import BufferedTCPTransport
-from pyfi.broker.confirms import PendingConfirms
+from pyfi.broker.confirms import PendingConfirms, lost_broker
 from pyfi.broker.topology import SocketRoute
 from pyfi.config import filesystem_broker_dir, mask_url
 from pyfi.errors import BrokerUnavailable
@@ -207,13 +207,11 @@ class Broker:
                 self._unconfirmed.append(pending)  # late confirms are still read as its own
             else:
                 pending.abandon()
-            raise BrokerUnavailable(
-                f"lost the message broker {mask_url(self.url)} while publishing: {exc}"
-            ) from exc
+            raise lost_broker(self.url, exc) from exc
         pending.settle(self.connection.connection_errors)
 
     def publish_unconfirmed(self, message: Message, route: SocketRoute) -> PendingConfirms:
-        """Publish a call without waiting for the broker's confirm; settle or abandon it later.
+        """Publish a call without waiting for the broker's confirm; settle it, or leave it, later.
 
         For a caller that waits for the call's result anyway: the result
         proves the broker delivered the call, so the confirm (for a
@@ -236,9 +234,7 @@ class Broker:
             self._send_window(channel, [(message, route)], pending)
         except self.connection.connection_errors as exc:
             pending.abandon()
-            raise BrokerUnavailable(
-                f"lost the message broker {mask_url(self.url)} while publishing: {exc}"
-            ) from exc
+            raise lost_broker(self.url, exc) from exc
         self._unconfirmed.append(pending)
         return pending
 
@@ -248,14 +244,13 @@ class Broker:
         Never raises: a lost connection is reported by the next publish.
         """
         live = [pending for pending in self._unconfirmed if not pending.settled]
-        if live:
-            try:
+        try:
+            if live:
                 live[0].collect()  # every one listens on the channel: one read serves all
-            except (*self.connection.connection_errors, OSError):
-                for pending in live:
-                    pending.abandon()  # the channel is gone: no confirm can come on it
-        for pending in live:
-            if pending.settled:
+        except (*self.connection.connection_errors, OSError):
+            live = []  # the channel is gone: no confirm can come on it
+        for pending in self._unconfirmed:
+            if pending not in live or pending.settled:
                 pending.abandon()
         self._unconfirmed = [pending for pending in live if not pending.settled]
 
@@ -290,8 +285,7 @@ class Broker:
     def _confirm_channel(self) -> Any:
         """The producer's channel, in confirm mode, with its delivery tags counted."""
         channel = self.producer.channel
-        if channel is not self._tagged_channel:
-            self._tagged_channel, self._published = channel, 0
+        self._count_tags_on(channel)
         if not channel._confirm_selected:
             channel._confirm_selected = True
             channel.confirm_select()
@@ -326,10 +320,13 @@ class Broker:
         Tags start at 1 on each channel; kombu may replace the channel when it
         reconnects, and then counting starts again.
         """
-        channel = self.producer.channel
+        self._count_tags_on(self.producer.channel)
+        self._published += 1
+
+    def _count_tags_on(self, channel: Any) -> None:
+        """Count delivery tags from 1 again when kombu has replaced the producer's channel."""
         if channel is not self._tagged_channel:
             self._tagged_channel, self._published = channel, 0
-        self._published += 1
 
     def publish_to_queue(self, queue: str, body: bytes, headers: dict[str, Any]) -> None:
         """Publish raw bytes straight into a named queue (dead letters)."""
@@ -360,9 +357,7 @@ class Broker:
             )
             self._count_publish()
         except self.connection.connection_errors as exc:
-            raise BrokerUnavailable(
-                f"lost the message broker {mask_url(self.url)} while publishing: {exc}"
-            ) from exc
+            raise lost_broker(self.url, exc) from exc
 
     # -- consuming -------------------------------------------------------
     def consumer(

@@ -19,6 +19,11 @@ from pyfi.errors import BrokerUnavailable
 CONFIRM_TIMEOUT_S = 30
 
 
+def lost_broker(url: str, exc: BaseException) -> BrokerUnavailable:
+    """The error for a connection lost (or confirms missing) while publishing to ``url``."""
+    return BrokerUnavailable(f"lost the message broker {mask_url(url)} while publishing: {exc}")
+
+
 class PendingConfirms:
     """The confirms still to come for the delivery tags added, on one channel.
 
@@ -128,9 +133,7 @@ class PendingConfirms:
         except lost as exc:
             if not isinstance(exc, TimeoutError):
                 self.abandon()
-            raise BrokerUnavailable(
-                f"lost the message broker {mask_url(self._url)} while publishing: {exc}"
-            ) from exc
+            raise lost_broker(self._url, exc) from exc
         self.abandon()
         if self.refused:
             raise BrokerUnavailable(

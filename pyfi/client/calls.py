@@ -16,9 +16,10 @@ from typing import Any
 
 from pyfi.backend import open_backend
 from pyfi.broker import Broker, SocketRoute
+from pyfi.broker.confirms import lost_broker
 from pyfi.config import Settings
 from pyfi.db.session import Database
-from pyfi.errors import BrokerUnavailable, CallFailed, CallTimeout
+from pyfi.errors import CallFailed, CallTimeout
 from pyfi.message import Message, new_id
 from pyfi.resources import Closeable
 from pyfi.wiring import load_route
@@ -136,9 +137,7 @@ class Client(Closeable):
             except TimeoutError:
                 raise CallTimeout(message.call_id, timeout_s) from None
             except self.broker.connection.connection_errors as exc:
-                raise BrokerUnavailable(
-                    f"lost the message broker while publishing a call to {socket}: {exc}"
-                ) from exc
+                raise lost_broker(self.broker.url, exc) from exc
             pending.settle()  # every confirm is in: raises if the broker refused the call
             remaining = deadline - time.monotonic()
             if remaining > 0:

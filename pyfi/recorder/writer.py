@@ -248,14 +248,7 @@ def json_rows(calls: list[PendingCall]) -> str:
 
 
 def _json_row(entry: PendingCall) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": entry.call_id,
-        "name": UNKNOWN_CALL_NAME,
-        "tracking_id": entry.call_id,
-        "state": CallState.PENDING,
-        "attempt": 1,
-        "created": entry.created,
-    }
+    row = _identity_stand_in(entry.call_id, entry.created)
     row.update(entry.values)
     for name in _STAMP_COLUMNS:
         stamp = row.get(name)
@@ -301,6 +294,11 @@ def _stand_in(
     call_id: str, created: datetime | float, now: datetime, owner: str | None
 ) -> dict[str, Any]:
     """Every NOT NULL column of a call row, for an update that lacks the identity."""
+    return {**_identity_stand_in(call_id, created), "updated": now, "owner": owner}
+
+
+def _identity_stand_in(call_id: str, created: datetime | float) -> dict[str, Any]:
+    """The stand-ins of a call's identity columns (the batch-wide ones bound apart)."""
     return {
         "id": call_id,
         "name": UNKNOWN_CALL_NAME,
@@ -308,8 +306,6 @@ def _stand_in(
         "state": CallState.PENDING,
         "attempt": 1,
         "created": created,
-        "updated": now,
-        "owner": owner,
     }
 
 
