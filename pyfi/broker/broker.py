@@ -21,6 +21,7 @@ from typing import Any
 
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
+from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.message import Message as KombuMessage
 from kombu.messaging import Consumer, Producer
 
@@ -92,7 +93,9 @@ class Broker:
         """Connect (or reconnect), translating failure into :class:`BrokerUnavailable`."""
         try:
             self.connection.ensure_connection(max_retries=CONNECT_RETRIES, interval_start=0.2)
-        except (*self.connection.connection_errors, OSError) as exc:
+        except (*self.connection.connection_errors, OSError, KombuOperationalError) as exc:
+            # ensure_connection gives up with kombu's OperationalError, which
+            # is neither of the transport's connection errors nor an OSError.
             raise BrokerUnavailable(
                 f"cannot reach the message broker {mask_url(self.url)}: {exc}; start it, or "
                 "point --broker/PYFI_BROKER at a reachable one"
