@@ -67,7 +67,7 @@ def table(figures: list[Figure]) -> str:
     header = ["workload", "metric", *SYSTEMS, "pyfi/dramatiq", "pyfi/celery", "pyfi/raw"]
     rows = [header]
     for figure in figures:
-        digits = 0 if figure.metric.endswith("/s") else 3
+        digits = 0 if figure.metric.endswith(("/s", "/call")) else 3
         ratios = []
         for other in ("dramatiq", "celery", "raw"):
             ratio = figure.ratio("pyfi", other)
@@ -110,7 +110,11 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_json(path: str, figures: list[Figure], meta: dict[str, Any]) -> None:
+def write_json(
+    path: str, figures: list[Figure], meta: dict[str, Any], cpu: list[Figure] | None = None
+) -> None:
+    """The figures and what they were measured on; ``cpu`` (µs per call by role) apart."""
     data = {"meta": meta, "figures": [asdict(f) for f in figures]}
+    data["cpu"] = [asdict(f) for f in cpu or []]
     with open(path, "w") as out:
         json.dump(data, out, indent=2)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import CpuMeter
 from bench.harness import Figure, machine, percentile, table, timed, write_json
 from bench.systems.base import Services, System
 
@@ -113,6 +114,7 @@ class Run:
         self.w7_redeploy = Figure("W7 agent redeploy, cached venv", "s", False)
         self.w8 = Figure("W8 W1 provenance off/on", "ratio", False)
         self.raw = Figure(f"raw {n['raw']} publish+consume+ack", "msgs/s", True)
+        self.cpu = CpuMeter()
 
     def figures(self) -> list[Figure]:
         return [
@@ -123,13 +125,17 @@ class Run:
     def measure(self, system: System, log: Callable[[str], None]) -> None:
         """Every workload on one started system, ``reps`` times each."""
         n, name = self.sizes, system.name
+        workers = {process.pid for process in system.processes}
         for _ in range(self.reps):
             log(f"{name}: W1")
-            self.w1.add(name, n["W1"] / timed(lambda: system.roundtrip(n["W1"])))
+            with self.cpu.measure("W1", name, n["W1"], workers):
+                self.w1.add(name, n["W1"] / timed(lambda: system.roundtrip(n["W1"])))
             log(f"{name}: W2")
-            self.w2.add(name, n["W2"] / timed(lambda: system.fire_and_forget(n["W2"])))
+            with self.cpu.measure("W2", name, n["W2"], workers):
+                self.w2.add(name, n["W2"] / timed(lambda: system.fire_and_forget(n["W2"])))
             log(f"{name}: W3")
-            latencies = system.latencies(n["W3"])
+            with self.cpu.measure("W3", name, n["W3"], workers):
+                latencies = system.latencies(n["W3"])
             for p, figure in self.w3.items():
                 figure.add(name, 1000 * percentile(latencies, p / 100))
             log(f"{name}: W4")
@@ -181,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     database = os.environ.get("BENCH_DB", "postgresql+psycopg://postgres@127.0.0.1/test")
     _reset_schema(database, drop_only=True)
     print(table(run.figures()))
-    write_json(args.json, run.figures(), {"machine": machine(), "sizes": sizes, "reps": args.reps})
+    cpu = run.cpu.figures()
+    if cpu:
+        print("\nCPU per call (µs) of every process on the host, by role; W8 is on minus off")
+        print(table(cpu))
+    meta = {"machine": machine(), "sizes": sizes, "reps": args.reps}
+    write_json(args.json, run.figures(), meta, cpu=cpu)
     print(f"\nfigures written to {args.json}")
     return 0
 
@@ -195,7 +206,7 @@ def measure_pyfi_extras(
     n = run.sizes["W1"]
     for _ in range(run.reps):
         log("pyfi: W8")
-        rates = {}
+        rates, spent = {}, {}
         for provenance in (True, False):
             fresh = services(Path(folder) / f"w8-{provenance}-{len(run.w8.values.get('pyfi', []))}")
             fresh.workdir.mkdir(parents=True)
@@ -205,7 +216,10 @@ def measure_pyfi_extras(
                 # Both sides warm up alike (connections, the first batch of
                 # records), so the ratio is of recording, not of start-up.
                 system.roundtrip(max(2, n // 10))
-                rates[provenance] = n / timed(lambda s=system: s.roundtrip(n))  # type: ignore[misc]
+                workers = {process.pid for process in system.processes}
+                with run.cpu.measure(None, "pyfi", n, workers) as used:
+                    rates[provenance] = n / timed(lambda s=system: s.roundtrip(n))  # type: ignore[misc]
+                spent[provenance] = used
                 if provenance:
                     log("pyfi: W7 first call")
                     run.w7_first.add("pyfi", system.first_call_s())
@@ -214,6 +228,8 @@ def measure_pyfi_extras(
                 system.stop()
         # Above 1: recording costs that fraction of throughput.
         run.w8.add("pyfi", rates[False] / rates[True])
+        if spent[True]:  # what recording and live events cost, per role
+            run.cpu.add("W8", "pyfi", {r: spent[True][r] - spent[False][r] for r in spent[True]})
     if not args.skip_agent:
         from bench.systems.pyfi_agent import redeploy_seconds
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.cpu import ROLES
 from tests.acceptance.mesh import ROOT
 from tests.conftest import NEEDS_ALL_SERVICES
 
@@ -50,6 +51,14 @@ def test_bench_runs_every_pyfi_workload(tmp_path: Path) -> None:
         )
         assert set(figure["values"]) == expected, figure["workload"]
         assert all(v > 0 for values in figure["values"].values() for v in values)
+    # And where per-process CPU can be read, W1-W3 and W8 have it by role,
+    # the roles adding up to the total
+    if Path("/proc/self/stat").exists():
+        assert "CPU per call" in done.stdout
+        cpu = {f["workload"]: f["values"]["pyfi"] for f in json.loads(results.read_text())["cpu"]}
+        for workload in ("W1", "W2", "W3", "W8"):
+            parts = [cpu[f"{workload} CPU {role}"][0] for role in ROLES if role != "total"]
+            assert sum(parts) == pytest.approx(cpu[f"{workload} CPU total"][0]), workload
 
 
 def _figures(path: Path) -> list[dict]:
