@@ -77,6 +77,10 @@ class Broker:
         self._tagged_channel: Any = None
         # Confirms of publish_unconfirmed calls still to be read (see there).
         self._unconfirmed: list[PendingConfirms] = []
+        # The channel of publish_awaited, without confirm mode, and the ids
+        # of the calls the broker returned on it as unroutable.
+        self._awaited_channel: Any = None
+        self._returned: set[str] = set()
         self.connect()
 
     @property
@@ -241,6 +245,69 @@ class Broker:
         self._unconfirmed.append(pending)
         return pending
 
+    def publish_awaited(self, message: Message, route: SocketRoute) -> None:
+        """Publish a call whose caller waits for its result: no confirm, returned if unroutable.
+
+        RabbitMQ confirms a persistent message once it is on disk, and with
+        calls coming one at a time that is a synced write per call: it
+        doubled the broker's CPU per call and set the tail of a caller's
+        latency by the disk's. A caller that waits for the result needs none
+        of it: the result proves the delivery, and a lost connection is seen
+        when the wait reads the connection (:meth:`returned`). The message is
+        published *mandatory*, so a call no queue would take comes back and
+        :meth:`returned` says so. A call a queue refuses (a policy that
+        rejects publishes when full) is dropped without a word: its caller's
+        wait times out. Where that must be reported at once, use
+        :meth:`publish_unconfirmed`.
+        """
+        if not self.confirms:
+            self.publish(message, route)
+            return
+        try:
+            self._send_window(self._awaited(), [(message, route)], None)
+        except self.connection.connection_errors as exc:
+            raise lost_broker(self.url, exc) from exc
+
+    def returned(self, call_id: str) -> bool:
+        """Whether the broker has returned ``call_id`` as unroutable, once what has come is read.
+
+        A returned call's queue is gone (deleted since it was declared): the
+        next publish declares every queue again.
+
+        Raises
+        ------
+        BrokerUnavailable
+            The connection was lost.
+        """
+        channel = self._awaited_channel
+        if channel is not None:
+            try:
+                while True:
+                    channel.connection.drain_events(timeout=0)
+            except TimeoutError:  # nothing more has come
+                pass
+            except (*self.connection.connection_errors, OSError) as exc:
+                raise lost_broker(self.url, exc) from exc
+        if call_id not in self._returned:
+            return False
+        self._returned.discard(call_id)
+        self._declared.clear()
+        return True
+
+    def _awaited(self) -> Any:
+        """The channel of :meth:`publish_awaited`, opened on first use (and again if closed)."""
+        channel = self._awaited_channel
+        if channel is None or not channel.is_open:
+            channel = self.connection.channel()
+            channel.events["basic_return"].add(self._on_returned)
+            self._awaited_channel = channel
+        return channel
+
+    def _on_returned(self, _error: Any, _exchange: str, _routing_key: str, message: Any) -> None:
+        call_id = message.properties.get("message_id")
+        if call_id:
+            self._returned.add(call_id)
+
     def collect_confirms(self) -> None:
         """Read the confirms of unconfirmed publishes that have come, without waiting.
 
@@ -295,9 +362,16 @@ class Broker:
         return channel
 
     def _send_window(
-        self, channel: Any, window: list[tuple[Message, SocketRoute]], pending: PendingConfirms
+        self,
+        channel: Any,
+        window: list[tuple[Message, SocketRoute]],
+        pending: PendingConfirms | None,
     ) -> None:
-        """Send ``window``'s messages in one write, expecting a confirm for each."""
+        """Send ``window``'s messages in one write, expecting a confirm for each from ``pending``.
+
+        Without ``pending`` (a channel not in confirm mode) they are sent
+        mandatory instead: the broker returns what it cannot route.
+        """
         transport = channel.connection.transport
         corked = transport.corked if isinstance(transport, BufferedTCPTransport) else nullcontext
         for _, route in window:  # declaring waits for replies: not while corked
@@ -312,10 +386,14 @@ class Broker:
                     properties={"delivery_mode": 2, "message_id": message.call_id},
                 )
                 channel._basic_publish(
-                    prepared, exchange=self._exchange(route).name, routing_key=route.routing_key
+                    prepared,
+                    exchange=self._exchange(route).name,
+                    routing_key=route.routing_key,
+                    mandatory=pending is None,
                 )
-                self._published += 1
-                pending.add(self._published)
+                if pending is not None:
+                    self._published += 1
+                    pending.add(self._published)
 
     def _count_publish(self) -> None:
         """Keep count of the confirm-mode delivery tag of the producer's channel.

@@ -74,7 +74,7 @@ def run(
             click.echo(client.send(socket_name, [value]).call_id)
             return
         try:
-            result = client.call(socket_name, [value], timeout_s=timeout)
+            result = client.call(socket_name, [value], timeout_s=timeout, confirm=True)
         except CallFailed as exc:
             if flow.debug and exc.traceback:
                 click.echo(exc.traceback.rstrip(), err=True)

@@ -3,8 +3,8 @@
 This is the plumbing under `flow task run` and the Python API: it reads a
 socket's route from the meta-model once, publishes the call with publisher
 confirms, and waits on the result backend (no polling of the broker).
-:meth:`Client.call` waits for the result without first waiting for the
-confirm, which the result makes redundant.
+:meth:`Client.call` waits for the result instead of a confirm, which the
+result makes redundant.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 
 from pyfi.backend import open_backend
 from pyfi.broker import Broker, SocketRoute
-from pyfi.broker.confirms import lost_broker
+from pyfi.broker.confirms import PendingConfirms, lost_broker
 from pyfi.config import Settings
 from pyfi.db.session import Database
-from pyfi.errors import CallFailed, CallTimeout
+from pyfi.errors import BrokerUnavailable, CallFailed, CallTimeout
 from pyfi.message import Message, new_id
 from pyfi.resources import Closeable
 from pyfi.wiring import load_route
@@ -101,16 +101,25 @@ class Client(Closeable):
         timeout_s: float,
         tracking_id: str | None = None,
         idempotency_key: str | None = None,
+        confirm: bool = False,
     ) -> Any:
         """Send a call and return its value: :meth:`send` then :meth:`result`, sooner.
 
         The call's result, not the broker's confirm, ends the wait: a stored
-        result proves the broker delivered the call, and the confirm of a
-        persistent message (the broker's write to disk) often comes later
-        than the worker's answer. When no result has come after
-        :data:`CONFIRM_GRACE_S`, the confirm is awaited after all (within
-        ``timeout_s``), so that a call the broker refused or lost raises
-        then instead of at the timeout.
+        result proves the broker delivered the call. By default the call is
+        published without confirm mode at all (:meth:`Broker.publish_awaited`):
+        RabbitMQ's confirm of a persistent message is a synced write to disk,
+        which roughly doubled the broker's CPU per call and set the tail of
+        the call's latency. A call no queue takes (its queue deleted) is
+        returned by the broker and raises after :data:`CONFIRM_GRACE_S`; a
+        call a queue *refuses* (a policy that rejects publishes when the
+        queue is full) is dropped by the broker unannounced and ends in
+        :class:`CallTimeout`.
+
+        With ``confirm`` the call is published in confirm mode and, when no
+        result has come after :data:`CONFIRM_GRACE_S`, the confirm is awaited
+        (within ``timeout_s``), so that a refused call raises then instead of
+        at the timeout. ``flow task run`` calls this way.
 
         Raises
         ------
@@ -119,26 +128,27 @@ class Client(Closeable):
         CallTimeout
             No outcome within ``timeout_s``.
         BrokerUnavailable
-            The broker refused the call or the connection was lost, and no
-            result came.
+            The broker returned, refused (with ``confirm``) or lost the call,
+            or the connection was lost, and no result came.
         """
         message = Message.new(
             socket, args, kwargs, tracking_id=tracking_id, idempotency_key=idempotency_key
         )
         deadline = time.monotonic() + timeout_s
-        pending = self.broker.publish_unconfirmed(message, self.route(socket))
+        route = self.route(socket)
+        pending = None
+        if confirm:
+            pending = self.broker.publish_unconfirmed(message, route)
+        else:
+            self.broker.publish_awaited(message, route)
         # Whatever happens below, an unread confirm stays with the broker,
         # which reads it before it publishes again.
         stored = self.backend.wait(message.call_id, min(timeout_s, CONFIRM_GRACE_S))
         if stored is None:
-            try:  # what has come is read even when the time is up
-                if not pending.collect():
-                    pending.wait(max(deadline - time.monotonic(), 0.0))
-            except TimeoutError:
-                raise CallTimeout(message.call_id, timeout_s) from None
-            except self.broker.connection.connection_errors as exc:
-                raise lost_broker(self.broker.url, exc) from exc
-            pending.settle()  # every confirm is in: raises if the broker refused the call
+            if pending is None:
+                self._check_not_returned(message)
+            else:
+                self._check_confirmed(pending, message, deadline, timeout_s)
             remaining = deadline - time.monotonic()
             if remaining > 0:
                 stored = self.backend.wait(message.call_id, remaining)
@@ -146,6 +156,27 @@ class Client(Closeable):
         if stored is None:
             raise CallTimeout(message.call_id, timeout_s)
         return unwrap(stored, message.call_id)
+
+    def _check_not_returned(self, message: Message) -> None:
+        """Raise if the broker returned ``message`` as unroutable (or the connection is lost)."""
+        if self.broker.returned(message.call_id):
+            raise BrokerUnavailable(
+                f"the message broker returned call {message.call_id}: no queue of socket "
+                f"{message.socket!r} takes it (deleted meanwhile?); call again to declare it"
+            )
+
+    def _check_confirmed(
+        self, pending: PendingConfirms, message: Message, deadline: float, timeout_s: float
+    ) -> None:
+        """Wait for the call's confirm (within the deadline); raise if it was refused or lost."""
+        try:  # what has come is read even when the time is up
+            if not pending.collect():
+                pending.wait(max(deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            raise CallTimeout(message.call_id, timeout_s) from None
+        except self.broker.connection.connection_errors as exc:
+            raise lost_broker(self.broker.url, exc) from exc
+        pending.settle()  # every confirm is in: raises if the broker refused the call
 
     def send_many(
         self,

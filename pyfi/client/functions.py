@@ -137,10 +137,11 @@ class Socket:
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """Send one call and return its value (waiting up to :data:`CALL_TIMEOUT_S`).
 
-        ``socket.call(x)`` is ``socket(x).get(...)`` without waiting for the
-        broker's confirm first: the result proves the delivery (see
-        :meth:`Client.call`). Raises what :meth:`Result.get` raises, and
-        :class:`~pyfi.errors.BrokerUnavailable` when the broker refused the call.
+        ``socket.call(x)`` is ``socket(x).get(...)`` without the broker's
+        confirm: the result proves the delivery (see :meth:`Client.call`,
+        and its ``confirm`` for a queue that may refuse calls). Raises what
+        :meth:`Result.get` raises, and :class:`~pyfi.errors.BrokerUnavailable`
+        when the broker returned the call (its queue is gone).
         """
         return self.client.call(self.name, list(args), kwargs, timeout_s=CALL_TIMEOUT_S)
 

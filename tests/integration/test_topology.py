@@ -10,7 +10,7 @@ import pytest
 from pyfi.broker import Broker, SocketRoute
 from pyfi.client.calls import CONFIRM_GRACE_S, Client
 from pyfi.config import Settings
-from pyfi.errors import BrokerUnavailable
+from pyfi.errors import BrokerUnavailable, CallTimeout
 from pyfi.message import Message
 from pyfi.worker.deadletter import read_dead_letter
 from tests.conftest import requires_rabbitmq, requires_redis
@@ -94,27 +94,75 @@ def test_a_refusal_left_unread_is_not_taken_for_a_later_publishs_confirm(
     broker.close()
 
 
-@requires_redis
-@pytest.mark.redis
-def test_a_call_the_broker_refuses_fails_at_once_not_at_its_timeout(
-    amqp_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given a client whose socket's queue refuses every call
-    settings = Settings(
+def _client_settings(amqp_url: str, redis_url: str, tmp_path: Path) -> Settings:
+    return Settings(
         database_url=f"sqlite:///{tmp_path / 'pyfi.sqlite'}",
         broker_url=amqp_url,
         backend_url=redis_url,
         data_dir=tmp_path,
         ini_path=tmp_path / "pyfi.ini",
     )
-    with Client(settings) as client:
+
+
+@requires_redis
+@pytest.mark.redis
+def test_a_confirmed_call_the_broker_refuses_fails_at_once_not_at_its_timeout(
+    amqp_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a client whose socket's queue refuses every call
+    with Client(_client_settings(amqp_url, redis_url, tmp_path)) as client:
         monkeypatch.setattr(client, "route", lambda _socket: _refusing_route())
-        # When it calls and waits for the value with a long timeout
+        # When it calls with confirm and waits for the value with a long timeout
         started = time.monotonic()
         with pytest.raises(BrokerUnavailable, match="refused 1 published call"):
-            client.call("refusing", [1], timeout_s=60)
+            client.call("refusing", [1], timeout_s=60, confirm=True)
         # Then the refusal is raised once the first short wait for a result is over
         assert time.monotonic() - started < CONFIRM_GRACE_S + 5
         # And with a timeout shorter than that wait, the refusal is still what is reported
         with pytest.raises(BrokerUnavailable, match="refused"):
-            client.call("refusing", [2], timeout_s=0.5)
+            client.call("refusing", [2], timeout_s=0.5, confirm=True)
+
+
+@requires_redis
+@pytest.mark.redis
+def test_an_unconfirmed_call_a_queue_refuses_ends_in_its_timeout(
+    amqp_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a client whose socket's queue refuses every call
+    with Client(_client_settings(amqp_url, redis_url, tmp_path)) as client:
+        monkeypatch.setattr(client, "route", lambda _socket: _refusing_route())
+        # When it calls without confirm (the default), then the call times out:
+        # RabbitMQ drops a refused message unannounced outside confirm mode
+        started = time.monotonic()
+        with pytest.raises(CallTimeout):
+            client.call("refusing", [1], timeout_s=CONFIRM_GRACE_S + 0.5)
+        assert time.monotonic() - started >= CONFIRM_GRACE_S + 0.5
+        # And the client goes on: a confirmed publish after it is not confused by it
+        with pytest.raises(BrokerUnavailable, match="refused 1 published call"):
+            client.call("refusing", [2], timeout_s=5, confirm=True)
+
+
+@requires_redis
+@pytest.mark.redis
+def test_a_call_whose_queue_is_gone_is_returned_and_raises_before_its_timeout(
+    amqp_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a client that has declared a socket's queue, which is then deleted
+    route = SocketRoute("vanishing", "vanishing.exchange", "direct")
+    with Client(_client_settings(amqp_url, redis_url, tmp_path)) as client:
+        monkeypatch.setattr(client, "route", lambda _socket: route)
+        client.broker.declare(route)
+        client.broker.connection.default_channel.queue_delete(route.queue)
+        # When it calls and waits with a long timeout
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable, match=r"returned call .*'vanishing'"):
+            client.call("vanishing", [1], timeout_s=60)
+        # Then the broker's return is reported after the first short wait
+        assert time.monotonic() - started < CONFIRM_GRACE_S + 5
+        # And the next call declares the queue again: it is taken (nobody
+        # consumes, so it waits in the queue until its timeout)
+        with pytest.raises(CallTimeout):
+            client.call("vanishing", [2], timeout_s=CONFIRM_GRACE_S + 0.2)
+        waiting = client.broker.get(route.queue)
+        assert waiting is not None
+        assert Message.decode(waiting.body).args == [2]
