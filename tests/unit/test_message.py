@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
+import uuid
 
 import pytest
 
 from pyfi.errors import MessageDecodeError
-from pyfi.message import PROTOCOL_VERSION, Message, derived_id
+from pyfi.message import PROTOCOL_VERSION, Message, derived_id, new_id
 
 
 def test_message_round_trips_through_json() -> None:
@@ -54,6 +56,43 @@ def test_derived_id_is_stable_and_distinct() -> None:
     assert derived_id("a", "b") == derived_id("a", "b")
     assert derived_id("a", "b") != derived_id("a", "c")
     assert derived_id("a", "b") != derived_id("a/b")
+
+
+def test_new_ids_are_version_7_in_the_order_they_were_made() -> None:
+    # Time-ordered ids keep the call records' indexes appending (see new_id)
+    before_ms = int(time.time() * 1000)
+    ids = [new_id() for _ in range(5000)]
+    after_ms = int(time.time() * 1000)
+
+    parsed = [uuid.UUID(value) for value in ids]
+    assert {value.version for value in parsed} == {7}
+    assert [value.int for value in parsed] == sorted(value.int for value in parsed)
+    assert len(set(ids)) == len(ids)
+    assert before_ms <= parsed[0].int >> 80 <= parsed[-1].int >> 80 <= after_ms
+
+
+def test_an_id_derived_from_a_version_7_id_keeps_its_time_and_is_deterministic() -> None:
+    call_id = new_id()
+
+    derived = derived_id(call_id, "plug1")
+
+    assert derived == derived_id(call_id, "plug1")
+    assert derived != derived_id(call_id, "plug2")
+    assert uuid.UUID(derived).version == 7
+    assert uuid.UUID(derived).variant == uuid.RFC_4122
+    assert uuid.UUID(derived).int >> 80 == uuid.UUID(call_id).int >> 80
+    assert derived != call_id
+
+
+def test_an_id_derived_from_an_older_id_is_the_uuid5_it_always_was() -> None:
+    # A message sent before ids were version 7, redelivered after an upgrade,
+    # must derive the same ids so that its duplicates are still recognised.
+    older = "0b7a3c52-7e0f-4b8e-9d1a-2f3c4d5e6f70"
+
+    derived = derived_id(older, "plug1")
+
+    expected = uuid.uuid5(uuid.NAMESPACE_URL, 'pyfi:["' + older + '", "plug1"]')
+    assert derived == str(expected)
 
 
 def test_retried_counts_attempts() -> None:
