@@ -34,6 +34,7 @@ from pyfi.events import (
     LiveEvent,
     channel_name,
 )
+from pyfi.events import publisher as publisher_module
 from pyfi.events.event import EventTemplate, events_in, join_events
 from pyfi.events.transport import filesystem_folders
 from tests.conftest import requires_rabbitmq, requires_redis
@@ -337,6 +338,47 @@ def test_publisher_sends_a_channels_ready_events_as_one_message(
         "result": [f"r{number}" for number in range(100)],
     }
     assert publisher.sent == 200
+
+
+@requires_redis
+@pytest.mark.redis
+def test_a_full_batch_is_sent_at_once_and_the_rest_waits_for_the_linger(
+    redis_url: str, tmp_path: Path, queue: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    # Given a publisher that lingers far longer than this test waits, in batches of 10
+    monkeypatch.setattr(publisher_module, "LINGER_S", 60.0)
+    settings = make_settings(tmp_path, backend=redis_url)
+    client = redis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    pubsub.psubscribe(f"{queue}.proc1.*")
+    assert pubsub.get_message(timeout=5)["type"] == "psubscribe"
+    publisher = EventPublisher(settings, batch_size=10)
+    try:
+        # When a first event starts the linger, and then a full batch is queued
+        publisher.publish(event(queue, "first"))
+        time.sleep(0.2)  # the thread has taken up its linger
+        for number in range(9):
+            publisher.publish(event(queue, f"s{number}"))
+        # Then the batch is sent without waiting out the linger
+        message = pubsub.get_message(timeout=10)
+        assert message is not None
+        assert [e.state for e in events_in(message["data"])] == ["first"] + [
+            f"s{n}" for n in range(9)
+        ]
+        # And an event that does not fill a batch waits (the linger is not over)
+        publisher.publish(event(queue, "last"))
+        assert pubsub.get_message(timeout=1) is None
+        # Until close sends it
+        assert publisher.close(timeout=10)
+        message = pubsub.get_message(timeout=5)
+        assert message is not None
+        assert [e.state for e in events_in(message["data"])] == ["last"]
+    finally:
+        publisher.close(timeout=1)
+        pubsub.close()
+        client.close()
 
 
 def test_publisher_full_queue_drops_oldest_without_blocking(
