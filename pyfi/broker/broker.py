@@ -11,6 +11,7 @@ that publishes uses its own, made with :meth:`Broker.clone`.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -37,6 +38,8 @@ from pyfi.message import CONTENT_TYPE, Message
 CONNECT_RETRIES = 3
 # Publishes in flight before publish_many waits for their confirms.
 CONFIRM_WINDOW = 500
+# Ids of returned calls kept for their callers to ask about (see returned()).
+MAX_RETURNED = 1024
 
 
 def connection_for(url: str) -> Connection:
@@ -78,9 +81,9 @@ class Broker:
         # Confirms of publish_unconfirmed calls still to be read (see there).
         self._unconfirmed: list[PendingConfirms] = []
         # The channel of publish_awaited, without confirm mode, and the ids
-        # of the calls the broker returned on it as unroutable.
+        # of the calls the broker returned on it as unroutable (oldest first).
         self._awaited_channel: Any = None
-        self._returned: set[str] = set()
+        self._returned: dict[str, None] = {}
         self.connect()
 
     @property
@@ -249,23 +252,23 @@ class Broker:
         """Publish a call whose caller waits for its result: no confirm, returned if unroutable.
 
         RabbitMQ confirms a persistent message once it is on disk, and with
-        calls coming one at a time that is a synced write per call: it
-        doubled the broker's CPU per call and set the tail of a caller's
-        latency by the disk's. A caller that waits for the result needs none
-        of it: the result proves the delivery, and a lost connection is seen
-        when the wait reads the connection (:meth:`returned`). The message is
-        published *mandatory*, so a call no queue would take comes back and
-        :meth:`returned` says so. A call a queue refuses (a policy that
-        rejects publishes when full) is dropped without a word: its caller's
-        wait times out. Where that must be reported at once, use
-        :meth:`publish_unconfirmed`.
+        calls coming one at a time that is a synced write per call, which
+        doubled the broker's CPU per call. A caller that waits for the
+        result needs none of it: the result proves the delivery, and a lost
+        connection is seen when the wait reads the connection
+        (:meth:`returned`). The message is published *mandatory*, so a call
+        no queue would take comes back and :meth:`returned` says so. A call
+        a queue refuses (a policy that rejects publishes when full) is
+        dropped without a word: its caller's wait times out. Where that must
+        be reported at once, use :meth:`publish_unconfirmed`.
         """
         if not self.confirms:
             self.publish(message, route)
             return
         try:
             self._send_window(self._awaited(), [(message, route)], None)
-        except self.connection.connection_errors as exc:
+        except (*self.connection.connection_errors, OSError) as exc:
+            self._forget_connection()
             raise lost_broker(self.url, exc) from exc
 
     def returned(self, call_id: str) -> bool:
@@ -277,36 +280,69 @@ class Broker:
         Raises
         ------
         BrokerUnavailable
-            The connection was lost.
+            The connection was lost, or the broker closed the channel (the
+            socket's exchange is gone too).
         """
         channel = self._awaited_channel
-        if channel is not None:
+        if channel is not None and channel.connection is not None:
             try:
                 while True:
                     channel.connection.drain_events(timeout=0)
             except TimeoutError:  # nothing more has come
                 pass
+            except self.connection.channel_errors as exc:  # py-amqp has reopened the channel
+                self._declared.clear()
+                raise BrokerUnavailable(
+                    f"the message broker {mask_url(self.url)} closed the channel of call "
+                    f"{call_id}: {exc}; call again to declare its socket's queue and exchange"
+                ) from exc
             except (*self.connection.connection_errors, OSError) as exc:
+                self._forget_connection()
                 raise lost_broker(self.url, exc) from exc
         if call_id not in self._returned:
             return False
-        self._returned.discard(call_id)
+        del self._returned[call_id]
         self._declared.clear()
         return True
 
     def _awaited(self) -> Any:
-        """The channel of :meth:`publish_awaited`, opened on first use (and again if closed)."""
+        """The channel of :meth:`publish_awaited` on the current connection, opened as needed.
+
+        kombu replaces a lost connection without closing the channels of the
+        old one (they still read as open), so the channel is checked against
+        the connection kombu holds now, which reconnects if need be.
+        """
         channel = self._awaited_channel
-        if channel is None or not channel.is_open:
+        current = self.connection.connection
+        if channel is None or not channel.is_open or channel.connection is not current:
             channel = self.connection.channel()
             channel.events["basic_return"].add(self._on_returned)
             self._awaited_channel = channel
         return channel
 
+    def _forget_connection(self) -> None:
+        """Drop a lost connection and what lived on it; the next use connects afresh.
+
+        kombu replaces a lost connection when it is next asked for, without
+        closing the old one's socket or channels (which still read as open):
+        collected here, so that nothing publishes on them again and the
+        socket is not left to the garbage collector.
+        """
+        for pending in self._unconfirmed:
+            pending.abandon()
+        self._unconfirmed = []
+        self._awaited_channel = None
+        self._producer = None
+        self._declared.clear()
+        with contextlib.suppress(Exception):  # it is gone already; only references remain
+            self.connection.collect()
+
     def _on_returned(self, _error: Any, _exchange: str, _routing_key: str, message: Any) -> None:
         call_id = message.properties.get("message_id")
         if call_id:
-            self._returned.add(call_id)
+            self._returned[call_id] = None
+            if len(self._returned) > MAX_RETURNED:  # returns nobody asked about in time
+                del self._returned[next(iter(self._returned))]
 
     def collect_confirms(self) -> None:
         """Read the confirms of unconfirmed publishes that have come, without waiting.
@@ -317,7 +353,7 @@ class Broker:
         try:
             if live:
                 live[0].collect()  # every one listens on the channel: one read serves all
-        except (*self.connection.connection_errors, OSError):
+        except (*self.connection.connection_errors, *self.connection.channel_errors, OSError):
             live = []  # the channel is gone: no confirm can come on it
         for pending in self._unconfirmed:
             if pending not in live or pending.settled:

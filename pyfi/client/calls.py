@@ -1,10 +1,10 @@
 """Send a call to a socket and wait for its outcome.
 
 This is the plumbing under `flow task run` and the Python API: it reads a
-socket's route from the meta-model once, publishes the call with publisher
+socket's route from the meta-model once, publishes calls with publisher
 confirms, and waits on the result backend (no polling of the broker).
-:meth:`Client.call` waits for the result instead of a confirm, which the
-result makes redundant.
+:meth:`Client.call` publishes without a confirm and waits for the result,
+which makes one redundant.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from pyfi.resources import Closeable
 from pyfi.wiring import load_route
 from pyfi.workflow.engine import NO_INPUT, FlowDriver
 
-# How long Client.call waits for a result before it checks that the broker
-# confirmed the call (normally long since): a refused call fails fast.
+# How long Client.call waits for a result before it checks what the broker
+# sent back (a returned call; with confirm, the confirm): a call that cannot
+# get through fails fast instead of at its timeout.
 CONFIRM_GRACE_S = 1.0
 # Client.results fetches this many outcomes first, then twice as many as the
 # last fetch found (never fewer than MIN_FETCH).
@@ -109,12 +110,11 @@ class Client(Closeable):
         result proves the broker delivered the call. By default the call is
         published without confirm mode at all (:meth:`Broker.publish_awaited`):
         RabbitMQ's confirm of a persistent message is a synced write to disk,
-        which roughly doubled the broker's CPU per call and set the tail of
-        the call's latency. A call no queue takes (its queue deleted) is
-        returned by the broker and raises after :data:`CONFIRM_GRACE_S`; a
-        call a queue *refuses* (a policy that rejects publishes when the
-        queue is full) is dropped by the broker unannounced and ends in
-        :class:`CallTimeout`.
+        which roughly doubled the broker's CPU per call. A call no queue
+        takes (its queue deleted) is returned by the broker and raises after
+        :data:`CONFIRM_GRACE_S`; a call a queue *refuses* (a policy that
+        rejects publishes when the queue is full) is dropped by the broker
+        unannounced and ends in :class:`CallTimeout`.
 
         With ``confirm`` the call is published in confirm mode and, when no
         result has come after :data:`CONFIRM_GRACE_S`, the confirm is awaited

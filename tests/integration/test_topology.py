@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -104,42 +107,47 @@ def _client_settings(amqp_url: str, redis_url: str, tmp_path: Path) -> Settings:
     )
 
 
+@pytest.fixture
+def refusing_client(
+    amqp_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Client]:
+    """A client whose every socket's queue refuses every call."""
+    with Client(_client_settings(amqp_url, redis_url, tmp_path)) as client:
+        monkeypatch.setattr(client, "route", lambda _socket: _refusing_route())
+        yield client
+
+
 @requires_redis
 @pytest.mark.redis
 def test_a_confirmed_call_the_broker_refuses_fails_at_once_not_at_its_timeout(
-    amqp_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    refusing_client: Client,
 ) -> None:
-    # Given a client whose socket's queue refuses every call
-    with Client(_client_settings(amqp_url, redis_url, tmp_path)) as client:
-        monkeypatch.setattr(client, "route", lambda _socket: _refusing_route())
-        # When it calls with confirm and waits for the value with a long timeout
-        started = time.monotonic()
-        with pytest.raises(BrokerUnavailable, match="refused 1 published call"):
-            client.call("refusing", [1], timeout_s=60, confirm=True)
-        # Then the refusal is raised once the first short wait for a result is over
-        assert time.monotonic() - started < CONFIRM_GRACE_S + 5
-        # And with a timeout shorter than that wait, the refusal is still what is reported
-        with pytest.raises(BrokerUnavailable, match="refused"):
-            client.call("refusing", [2], timeout_s=0.5, confirm=True)
+    # When a client whose queue refuses calls with confirm, with a long timeout
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match="refused 1 published call"):
+        refusing_client.call("refusing", [1], timeout_s=60, confirm=True)
+    # Then the refusal is raised once the first short wait for a result is over
+    assert time.monotonic() - started < CONFIRM_GRACE_S + 5
+    # And with a timeout shorter than that wait, the refusal is still what is reported
+    with pytest.raises(BrokerUnavailable, match="refused"):
+        refusing_client.call("refusing", [2], timeout_s=0.5, confirm=True)
 
 
 @requires_redis
 @pytest.mark.redis
 def test_an_unconfirmed_call_a_queue_refuses_ends_in_its_timeout(
-    amqp_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    refusing_client: Client,
 ) -> None:
-    # Given a client whose socket's queue refuses every call
-    with Client(_client_settings(amqp_url, redis_url, tmp_path)) as client:
-        monkeypatch.setattr(client, "route", lambda _socket: _refusing_route())
-        # When it calls without confirm (the default), then the call times out:
-        # RabbitMQ drops a refused message unannounced outside confirm mode
-        started = time.monotonic()
-        with pytest.raises(CallTimeout):
-            client.call("refusing", [1], timeout_s=CONFIRM_GRACE_S + 0.5)
-        assert time.monotonic() - started >= CONFIRM_GRACE_S + 0.5
-        # And the client goes on: a confirmed publish after it is not confused by it
-        with pytest.raises(BrokerUnavailable, match="refused 1 published call"):
-            client.call("refusing", [2], timeout_s=5, confirm=True)
+    # When a client whose queue refuses calls without confirm (the default),
+    # then the call times out: RabbitMQ drops a refused message unannounced
+    # outside confirm mode
+    started = time.monotonic()
+    with pytest.raises(CallTimeout):
+        refusing_client.call("refusing", [1], timeout_s=CONFIRM_GRACE_S + 0.5)
+    assert time.monotonic() - started >= CONFIRM_GRACE_S + 0.5
+    # And the client goes on: a confirmed publish after it is not confused by it
+    with pytest.raises(BrokerUnavailable, match="refused 1 published call"):
+        refusing_client.call("refusing", [2], timeout_s=5, confirm=True)
 
 
 @requires_redis
@@ -166,3 +174,64 @@ def test_a_call_whose_queue_is_gone_is_returned_and_raises_before_its_timeout(
         waiting = client.broker.get(route.queue)
         assert waiting is not None
         assert Message.decode(waiting.body).args == [2]
+
+
+def _drop_connections_of(amqp_url: str) -> int:
+    """Have RabbitMQ close every client connection to ``amqp_url``'s virtual host."""
+    vhost = amqp_url.rsplit("/", 1)[1]
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "vhost", "pid"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    pids = [line.split("\t")[1] for line in listed.splitlines() if line.split("\t")[0] == vhost]
+    for pid in pids:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "close_connection", pid, "closed by a test"],
+            check=True,
+            capture_output=True,
+        )
+    return len(pids)
+
+
+def _cut_the_socket(client: Client) -> None:
+    """Shut the client's TCP connection down under it: no goodbye from the broker."""
+    client.broker.connection.connection.transport.sock.shutdown(socket.SHUT_RDWR)
+
+
+@requires_redis
+@pytest.mark.redis
+@pytest.mark.parametrize("how", ["closed by the broker", "cut"])
+def test_calls_after_the_connection_was_lost_go_out_again(
+    how: str, amqp_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a client that has called a socket nobody consumes
+    route = SocketRoute("recovering", "recovering.exchange", "direct")
+    with Client(_client_settings(amqp_url, redis_url, tmp_path)) as client:
+        monkeypatch.setattr(client, "route", lambda _socket: route)
+        with pytest.raises(CallTimeout):
+            client.call("recovering", [1], timeout_s=0.3)
+        # When its connection is lost: closed by the broker, or cut without a word
+        if how == "cut":
+            _cut_the_socket(client)
+        else:
+            assert _drop_connections_of(amqp_url) >= 1
+        # Then the next call reports the lost broker (at the latest after the grace)
+        with pytest.raises(BrokerUnavailable):
+            client.call("recovering", [2], timeout_s=CONFIRM_GRACE_S + 1)
+        # And the call after it goes out on a new connection and channel (kombu
+        # replaces a cut connection without closing the old one's channels)
+        with pytest.raises(CallTimeout):
+            client.call("recovering", [3], timeout_s=0.3)
+        # And so does a call sent without waiting
+        client.send("recovering", [4])
+    reader = Broker(amqp_url)
+    reader.declare(route)
+    waiting = []
+    while (delivery := reader.get(route.queue)) is not None:
+        waiting.append(Message.decode(delivery.body).args)
+    reader.close()
+    assert [1] in waiting
+    assert [3] in waiting
+    assert [4] in waiting
