@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 
@@ -69,6 +70,27 @@ def test_new_ids_are_version_7_in_the_order_they_were_made() -> None:
     assert [value.int for value in parsed] == sorted(value.int for value in parsed)
     assert len(set(ids)) == len(ids)
     assert before_ms <= parsed[0].int >> 80 <= parsed[-1].int >> 80 <= after_ms
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_makes_ids_of_its_own() -> None:
+    # A program that forks after importing pyfi (a pre-forking server) must
+    # not give parent and child the same random bits, and so the same ids.
+    new_id()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send its ids and leave at once
+        os.close(read)
+        os.write(write, ",".join(new_id() for _ in range(20)).encode())
+        os._exit(0)
+    os.close(write)
+    mine = {new_id() for _ in range(20)}
+    with os.fdopen(read) as pipe:
+        theirs = set(pipe.read().split(","))
+    os.waitpid(pid, 0)
+
+    assert len(theirs) == 20
+    assert not {value[-12:] for value in mine} & {value[-12:] for value in theirs}
 
 
 def test_an_id_derived_from_a_version_7_id_keeps_its_time_and_is_deterministic() -> None:
