@@ -186,7 +186,7 @@ class EventPublisher(Closeable):
                 pending.append(event)
             if self._thread is None:
                 self._start()
-            full = len(pending) >= self._batch_size
+            full = len(pending) >= min(self._batch_size, self._max_pending)
         if not self._wakeup.is_set():
             self._wakeup.set()
         if full and not self._full.is_set():
@@ -295,8 +295,8 @@ class EventPublisher(Closeable):
                     continue
                 if not closing and len(self._pending) < self._batch_size:
                     self._full.wait(LINGER_S)  # cut short by a full batch, or close()
-                    self._full.clear()
                 batch = self._take()
+                self._full.clear()  # only a batch filling after this take may cut the next linger
                 if not batch:
                     if closing:
                         return
