@@ -51,14 +51,15 @@ def test_bench_runs_every_pyfi_workload(tmp_path: Path) -> None:
         )
         assert set(figure["values"]) == expected, figure["workload"]
         assert all(v > 0 for values in figure["values"].values() for v in values)
-    # And where per-process CPU can be read, W1-W3 and W8 have it by role,
-    # the roles adding up to the total
+    # And where per-process CPU can be read, W1-W3 and W8 have it for every
+    # role (how it is charged is tested in tests/unit/test_bench_cpu.py)
     if Path("/proc/self/stat").exists():
         assert "CPU per call" in done.stdout
         cpu = {f["workload"]: f["values"]["pyfi"] for f in json.loads(results.read_text())["cpu"]}
         for workload in ("W1", "W2", "W3", "W8"):
-            parts = [cpu[f"{workload} CPU {role}"][0] for role in ROLES if role != "total"]
-            assert sum(parts) == pytest.approx(cpu[f"{workload} CPU total"][0]), workload
+            for role in ROLES:
+                assert len(cpu[f"{workload} CPU {role}"]) == 1, (workload, role)
+        assert all(cpu[f"{w} CPU {role}"][0] >= 0 for w in ("W1", "W2", "W3") for role in ROLES)
 
 
 def _figures(path: Path) -> list[dict]:

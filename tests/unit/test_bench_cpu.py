@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -78,3 +82,39 @@ def test_the_meter_records_per_workload_role_and_system() -> None:
     ]  # fmt: skip
     assert figures[0].values == {"pyfi": [3.0], "dramatiq": [5.0]}
     assert figures[1].ratio("pyfi", "dramatiq") == pytest.approx(0.5)
+
+
+# A worker process that starts a child burning 0.4 s of CPU; then both wait.
+_BURNER = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end:\n    pass\ntime.sleep(60)\n"  # noqa: E501
+_WORKER = (
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', sys.argv[1]])\n"
+    "print(child.pid, flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.skipif(not cpu.available(), reason="needs /proc")
+def test_a_busy_child_of_a_worker_is_charged_to_the_workers_on_a_real_host() -> None:
+    before = cpu.sample()
+    with subprocess.Popen(
+        [sys.executable, "-c", _WORKER, _BURNER], stdout=subprocess.PIPE, text=True
+    ) as worker:
+        child = None
+        try:
+            assert worker.stdout is not None
+            child = int(worker.stdout.readline())
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if cpu.sample().get(child, (0, "", 0, 0.0))[3] >= 0.4:
+                    break
+                time.sleep(0.05)
+
+            spent = cpu.per_call(before, cpu.sample(), calls=1, workers={worker.pid})
+        finally:
+            for pid in (child, worker.pid):
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
+
+    assert spent["workers"] >= 0.4e6  # the child's burn, and both interpreters' start
+    assert spent["caller"] < spent["workers"] / 2
