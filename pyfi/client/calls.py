@@ -154,6 +154,8 @@ class Client(Closeable):
                 stored = self.backend.wait(message.call_id, remaining)
         self.broker.collect_confirms()  # this call's or earlier ones', if they have come
         if stored is None:
+            if pending is None:
+                self._check_not_returned(message)  # a return that came late says more
             raise CallTimeout(message.call_id, timeout_s)
         return unwrap(stored, message.call_id)
 
