@@ -196,18 +196,10 @@ def test_recorder_writes_records_from_many_threads_only_in_the_background(
     # Given a recorder whose writer would wait a minute before writing on its own
     with idle_recorder(database.url) as recorder:
         call_ids = [uuid.uuid4() for _ in range(1_000)]
-        slowest: list[float] = []
-        spent: list[float] = []
 
         def work(share: list[uuid.UUID]) -> None:
-            worst = total = 0.0
             for call_id in share:
-                started = time.perf_counter()
                 record_lifecycle(recorder, call_id)
-                took = time.perf_counter() - started
-                worst, total = max(worst, took), total + took
-            slowest.append(worst)
-            spent.append(total)
 
         # When four threads record 1,000 lifecycles (3 updates and 3 events each)
         threads = [threading.Thread(target=work, args=(call_ids[i::4],)) for i in range(4)]
@@ -216,12 +208,10 @@ def test_recorder_writes_records_from_many_threads_only_in_the_background(
         for thread in threads:
             thread.join()
 
-        # Then nothing was written synchronously, and recording stayed cheap
-        # (microseconds a record; the bounds leave room for a loaded CI machine)
+        # Then nothing was written synchronously: every record waits in memory
+        # (how cheap recording is, is measured by bench/, not asserted here)
         assert count_rows(database, models.Call) == 0
         assert count_rows(database, models.Event) == 0
-        assert sum(spent) / 6_000 < 0.001
-        assert max(slowest) < 1.0
         assert recorder.stats.buffered == 4_000  # 1,000 merged calls + 3,000 events
 
         # When the recorder is flushed
