@@ -29,7 +29,7 @@ from kombu.messaging import Consumer, Producer
 from pyfi import naming
 from pyfi.broker import amqp_transport, filesystem
 from pyfi.broker.amqp_transport import BufferedTCPTransport
-from pyfi.broker.confirms import PendingConfirms, lost_broker
+from pyfi.broker.confirms import PendingConfirms, drain_ready, lost_broker
 from pyfi.broker.topology import SocketRoute
 from pyfi.config import filesystem_broker_dir, mask_url
 from pyfi.errors import BrokerUnavailable
@@ -286,10 +286,7 @@ class Broker:
         channel = self._awaited_channel
         if channel is not None and channel.connection is not None:
             try:
-                while True:
-                    channel.connection.drain_events(timeout=0)
-            except TimeoutError:  # nothing more has come
-                pass
+                drain_ready(channel.connection)
             except self.connection.channel_errors as exc:  # py-amqp has reopened the channel
                 self._declared.clear()
                 raise BrokerUnavailable(

@@ -11,6 +11,7 @@ later, or not at all: :class:`PendingConfirms` keeps the count until then.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pyfi.config import mask_url
@@ -22,6 +23,18 @@ CONFIRM_TIMEOUT_S = 30
 def lost_broker(url: str, exc: BaseException) -> BrokerUnavailable:
     """The error for a connection lost (or confirms missing) while publishing to ``url``."""
     return BrokerUnavailable(f"lost the message broker {mask_url(url)} while publishing: {exc}")
+
+
+def drain_ready(connection: Any, until: Callable[[], bool] = lambda: False) -> None:
+    """Dispatch every frame that has come on ``connection``, without waiting for more.
+
+    Stops early once ``until()`` holds. Connection errors propagate.
+    """
+    try:
+        while not until():
+            connection.drain_events(timeout=0)
+    except TimeoutError:  # nothing more has come yet
+        pass
 
 
 class PendingConfirms:
@@ -95,12 +108,7 @@ class PendingConfirms:
         """Read the confirms that have come, without waiting; True once none is missing."""
         if self._channel is None:
             return True
-        connection = self._channel.connection
-        try:
-            while self.outstanding:
-                connection.drain_events(timeout=0)
-        except TimeoutError:  # nothing more has come yet
-            pass
+        drain_ready(self._channel.connection, until=lambda: not self.outstanding)
         return not self.outstanding
 
     def abandon(self) -> None:
