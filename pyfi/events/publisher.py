@@ -143,6 +143,8 @@ class EventPublisher(Closeable):
         self.route = event_route(settings)
         self._max_pending = max(1, max_pending)
         self._batch_size = max(1, batch_size)
+        # A batch is full at batch_size events, or at the bound when that is lower.
+        self._full_at = min(self._batch_size, self._max_pending)
         self._reset()
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _reset_in_child(ref))
@@ -186,7 +188,7 @@ class EventPublisher(Closeable):
                 pending.append(event)
             if self._thread is None:
                 self._start()
-            full = len(pending) >= min(self._batch_size, self._max_pending)
+            full = len(pending) >= self._full_at
         if not self._wakeup.is_set():
             self._wakeup.set()
         if full and not self._full.is_set():
