@@ -25,7 +25,7 @@ from pyfi.cli.render import (
 )
 from pyfi.config import mask_url
 from pyfi.db import models
-from pyfi.db.enums import CallState
+from pyfi.db.enums import UNFINISHED_STATES
 from pyfi.db.serialize import to_dict
 from pyfi.errors import InvalidValue, ObjectNotFound
 
@@ -392,7 +392,6 @@ CALL_COLUMNS = [
     ("Finished", "finished"),
     ("State", "state"),
 ]
-UNFINISHED = [s for s in CallState if not s.is_final]
 
 
 @ls_group.command("calls")
@@ -417,7 +416,7 @@ def list_calls(
     """List calls, newest first, a page at a time."""
     query = select(models.Call)
     if unfinished:
-        query = query.where(models.Call.state.in_(UNFINISHED))
+        query = query.where(models.Call.state.in_(UNFINISHED_STATES))
     if socket:
         query = query.where(models.Call.name == socket)
     if tracking:

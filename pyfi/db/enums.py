@@ -99,6 +99,10 @@ class CallState(enum.StrEnum):
         return self in (CallState.FINISHED, CallState.FAILED, CallState.DEAD)
 
 
+# The states of a call that something may still happen to.
+UNFINISHED_STATES = tuple(state for state in CallState if not state.is_final)
+
+
 class EventName(enum.StrEnum):
     """The lifecycle events recorded against a call."""
 

@@ -339,12 +339,7 @@ class CallRecorder(Closeable):
         (re-raised) puts back only what is left.
         """
         while batch.calls:
-            entry = batch.calls[0]
             refusal = self._try_write(database, statements, batch.calls[:1], [])
-            if refusal is not None and "socket_id" in entry.values:
-                # A deleted socket must not cost the call its history.
-                del entry.values["socket_id"]
-                refusal = self._try_write(database, statements, batch.calls[:1], [])
             self._settle_first(batch, refusal, call=True)
         while batch.events:
             refusal = self._try_write(database, statements, [], batch.events[:1])

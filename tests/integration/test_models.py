@@ -270,17 +270,17 @@ def test_processor_orm_delete_cascades(database: Database) -> None:
     }
 
 
-def test_socket_delete_keeps_its_calls_without_socket(database: Database) -> None:
+def test_socket_delete_leaves_its_calls_history_as_it_was(database: Database) -> None:
     # Given a socket with a call and a plug
     net = build_network(database)
     call_id = add_call(database, net.source, events=2)
     # When the socket is deleted with a DELETE statement
     with database.transaction() as session:
         session.execute(delete(models.Socket).where(models.Socket.id == net.source))
-    # Then the call (and its events) survive, no longer pointing at the socket
+    # Then the call (and its events) survive unchanged, still naming the socket
     with database.transaction() as session:
         call = session.get_one(models.Call, call_id)
-        assert call.socket_id is None
+        assert call.socket_id == net.source
         assert call.name == "s.source"
         assert len(call.events) == 2
         # and the plug that started at the socket is gone

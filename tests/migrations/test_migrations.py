@@ -5,14 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import CheckConstraint, inspect
+from sqlalchemy import CheckConstraint, delete, inspect, text
 
 from pyfi.db import models, schema
+from pyfi.db.enums import CallState
 from pyfi.db.session import Database
 from pyfi.errors import ConfigurationError
 from tests.conftest import Flow, count_rows
+from tests.integration.test_models import add_call, build_network
 
 MODEL_TABLES = set(models.Base.metadata.tables)
+# The revision before calls.socket_id stopped being a foreign key.
+LAST_WITH_SOCKET_FOREIGN_KEY = "4be080f6a066"
 
 
 def table_names(database: Database) -> set[str]:
@@ -114,9 +118,8 @@ def test_downgrade_then_upgrade_round_trips(database: Database) -> None:
     [
         pytest.param("sockets", ("name",), True, id="sockets-by-name"),
         pytest.param("calls", ("tracking_id",), False, id="calls-by-tracking-id"),
-        pytest.param("calls", ("parent_id",), False, id="calls-by-parent-id"),
         pytest.param("events", ("call_id",), False, id="events-by-call-id"),
-        pytest.param("calls", ("socket_id", "created"), False, id="calls-by-socket-and-time"),
+        pytest.param("calls", ("created",), False, id="calls-by-time"),
         pytest.param("plugs", ("source_id",), False, id="plugs-by-source"),
         pytest.param("plugs", ("target_id",), False, id="plugs-by-target"),
         pytest.param("processors", ("name",), True, id="processors-by-name"),
@@ -140,12 +143,12 @@ def test_migration_creates_named_constraints(database: Database) -> None:
         inspector = inspect(conn)
         uniques = {c["name"] for c in inspector.get_unique_constraints("sockets")}
         foreign: dict[Any, Any] = {
-            fk["name"]: fk["options"].get("ondelete") for fk in inspector.get_foreign_keys("calls")
+            fk["name"]: fk["options"].get("ondelete") for fk in inspector.get_foreign_keys("events")
         }
         checks = {c["name"] for c in inspector.get_check_constraints("processors")}
     # Then constraints carry the naming convention's names, which later migrations rely on
     assert "uq_sockets_name" in uniques
-    assert foreign == {"fk_calls_socket_id_sockets": "SET NULL"}
+    assert foreign == {"fk_events_call_id_calls": "CASCADE"}
     assert {"ck_processors_concurrency_positive", "ck_processors_processor_status"} <= checks
 
 
@@ -223,3 +226,54 @@ def test_differences_ignore_tables_that_are_not_the_models(database: Database) -
     found = schema.differences(database)
     # Then the foreign table is not reported as something to drop
     assert found == []
+
+
+def index_definition(database: Database, name: str) -> str:
+    """The SQL that defines index ``name``, as the database keeps it."""
+    query = (
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name"
+        if database.is_sqlite
+        else "SELECT indexdef FROM pg_indexes"
+        " WHERE schemaname = current_schema() AND indexname = :name"
+    )
+    with database.connect() as conn:
+        return str(conn.execute(text(query), {"name": name}).scalar_one())
+
+
+def test_unfinished_calls_index_leaves_finished_calls_out(database: Database) -> None:
+    # Given a migrated database
+    # When the definition of the index of unfinished calls is read
+    definition = index_definition(database, "ix_calls_unfinished").lower()
+    # Then it is partial: only the states something may still happen to enter it
+    where = definition.split(" where ", 1)[1]
+    for state in CallState:
+        assert (f"'{state.value}'" in where) is (not state.is_final), (state, where)
+
+
+def test_calls_keep_a_deleted_sockets_id_and_a_downgrade_clears_it(database: Database) -> None:
+    # Given a database at the revision before calls lost their socket foreign key,
+    # with a call of a socket
+    schema.downgrade(database, LAST_WITH_SOCKET_FOREIGN_KEY)
+    net = build_network(database)
+    call_id = add_call(database, net.source)
+    # When it is migrated to head and the socket is deleted
+    schema.upgrade(database)
+    with database.transaction() as session:
+        session.execute(delete(models.Socket).where(models.Socket.id == net.source))
+    # Then the call still names the socket it ran on
+    with database.transaction() as session:
+        assert session.get_one(models.Call, call_id).socket_id == net.source
+    # When it is migrated back down
+    schema.downgrade(database, LAST_WITH_SOCKET_FOREIGN_KEY)
+    # Then the foreign key is back, and the gone socket's id cleared as SET NULL would have
+    with database.connect() as conn:
+        foreign = {
+            fk["name"]: fk["options"].get("ondelete")
+            for fk in inspect(conn).get_foreign_keys("calls")
+        }
+        socket_id = conn.execute(
+            text("SELECT socket_id FROM calls WHERE name = 's.source'")
+        ).scalar_one()
+    assert foreign == {"fk_calls_socket_id_sockets": "SET NULL"}
+    assert socket_id is None
+    assert count_rows(database, models.Call) == 1

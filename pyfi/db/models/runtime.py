@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from pyfi.db.base import Audited, Base, Identified, name_str, optional_timestamp, timestamp
-from pyfi.db.enums import CallState, EventName
+from pyfi.db.enums import UNFINISHED_STATES, CallState, EventName
 from pyfi.db.types import enum_column
+
+# The predicate of the partial index of unfinished calls, as both databases
+# write it; a query that lists unfinished calls by state uses the index.
+UNFINISHED_CALL = text(
+    "state IN ({})".format(", ".join(f"'{state.value}'" for state in UNFINISHED_STATES))
+)
 
 
 class Call(Identified, Audited, Base):
@@ -17,7 +23,15 @@ class Call(Identified, Audited, Base):
 
     ``parent_id`` is deliberately not a foreign key: call records are written
     in batches, possibly out of order, and a child may land before its parent.
-    The socket is kept by name as well as by id so history outlives the socket.
+    Nor is ``socket_id``: history outlives the socket (it keeps the socket's
+    name and id), a foreign key cost every recorded row a lookup and a lock
+    on the socket's row, and deleting a socket would have rewritten every
+    call it ever had in one transaction.
+
+    Every index is paid for by every recorded call, so there are only the
+    ones a query needs: ``tracking_id`` (a flow run's calls, provenance),
+    ``created`` (``flow ls calls``, newest first) and the unfinished calls by
+    time, a partial index that finished calls never enter.
 
     The routine lifecycle lives on the row itself (``received``, ``started``,
     ``finished``): one row per call instead of one per step, which is what lets
@@ -26,16 +40,22 @@ class Call(Identified, Audited, Base):
     """
 
     __tablename__ = "calls"
-    __table_args__ = (Index("ix_calls_socket_id_created", "socket_id", "created"),)
-
-    name: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
-    socket_id: Mapped[uuid.UUID | None] = mapped_column(
-        ForeignKey("sockets.id", ondelete="SET NULL")
+    __table_args__ = (
+        Index("ix_calls_created", "created"),
+        Index(
+            "ix_calls_unfinished",
+            "created",
+            postgresql_where=UNFINISHED_CALL,
+            sqlite_where=UNFINISHED_CALL,
+        ),
     )
+
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    socket_id: Mapped[uuid.UUID | None] = mapped_column()
     tracking_id: Mapped[uuid.UUID] = mapped_column(nullable=False, index=True)
-    parent_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    parent_id: Mapped[uuid.UUID | None] = mapped_column()
     state: Mapped[CallState] = mapped_column(
-        enum_column(CallState, "call_state"), nullable=False, default=CallState.PENDING, index=True
+        enum_column(CallState, "call_state"), nullable=False, default=CallState.PENDING
     )
     argument: Mapped[str | None] = mapped_column(String(120))
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
