@@ -59,12 +59,12 @@ UPDATE_FIELDS = tuple(field.name for field in fields(CallUpdate) if field.name !
 
 
 def values_of(update: CallUpdate) -> dict[str, Any]:
-    """The columns ``update`` sets."""
+    """The columns ``update`` sets; instants as seconds since the epoch, as workers record them."""
     values = {}
     for name in UPDATE_FIELDS:
         value = getattr(update, name)
         if value is not None:
-            values[name] = value
+            values[name] = value.timestamp() if isinstance(value, datetime) else value
     return values
 
 

@@ -140,9 +140,9 @@ class CallRecorder(Closeable):
 
         The worker's path: a :class:`CallUpdate` per step, and reading its
         fields back, cost more than the rest of recording. ``values`` holds
-        only :class:`CallUpdate` fields (ids as text; instants as aware
-        datetimes or, as workers pass them, seconds since the epoch); the
-        recorder keeps the dict, so the caller must not reuse it.
+        only :class:`CallUpdate` fields (ids as text, instants as seconds
+        since the epoch); the recorder keeps the dict, so the caller must
+        not reuse it.
         """
         with self._wake:
             if self._closed:
