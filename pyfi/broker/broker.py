@@ -12,6 +12,7 @@ that publishes uses its own, made with :meth:`Broker.clone`.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -31,6 +32,7 @@ from pyfi.broker import amqp_transport, filesystem
 from pyfi.broker.amqp_transport import BufferedTCPTransport
 from pyfi.broker.confirms import PendingConfirms, drain_ready, lost_broker
 from pyfi.broker.topology import SocketRoute
+from pyfi.broker.wakeup import Wakeup
 from pyfi.config import filesystem_broker_dir, mask_url
 from pyfi.errors import BrokerUnavailable
 from pyfi.message import CONTENT_TYPE, Message
@@ -40,6 +42,8 @@ CONNECT_RETRIES = 3
 CONFIRM_WINDOW = 500
 # Ids of returned calls kept for their callers to ask about (see returned()).
 MAX_RETURNED = 1024
+# How long drain() waits for the rest of a frame once its first bytes are in.
+MIN_FRAME_WAIT_S = 0.25
 
 
 def connection_for(url: str) -> Connection:
@@ -509,14 +513,46 @@ class Broker:
         """Whether one ack may settle every earlier delivery too (AMQP yes, virtual no)."""
         return bool(self.connection.transport.driver_type == "amqp")
 
-    def drain(self, timeout: float) -> None:
-        """Deliver whatever arrives within ``timeout`` seconds to the consumers."""
+    def drain(self, timeout: float, wakeup: Wakeup | None = None) -> None:
+        """Deliver whatever arrives within ``timeout`` seconds to the consumers.
+
+        With a ``wakeup``, the wait also ends as soon as another thread sets
+        it (see :mod:`pyfi.broker.wakeup`); ``timeout`` may then be 0 to
+        take only what has come. Transports without a socket to wait on
+        (the embedded broker) wait for ``timeout`` as before.
+        """
+        sock = self._socket() if wakeup is not None else None
+        if sock is not None and wakeup is not None and not self._frame_buffered():
+            ready, _, _ = select.select([sock.fileno(), wakeup.fileno()], [], [], timeout)
+            if wakeup.fileno() in ready:
+                wakeup.clear()
+            if sock.fileno() not in ready:
+                return
+            # Bytes have come: at most the rest of a frame is still on its way.
+            timeout = max(timeout, MIN_FRAME_WAIT_S)
         try:
             self.connection.drain_events(timeout=timeout)
         except TimeoutError:
             pass
         except socket.timeout:  # noqa: UP041 - py-amqp may raise the socket alias
             pass
+
+    @property
+    def wakes_on_socket(self) -> bool:
+        """Whether :meth:`drain` can be ended early by a :class:`Wakeup`."""
+        return self._socket() is not None
+
+    def _socket(self) -> socket.socket | None:
+        """The plain TCP socket of an AMQP connection, which ``select`` can wait on."""
+        transport = getattr(self.connection.connection, "transport", None)
+        if not isinstance(transport, BufferedTCPTransport):
+            return None  # the embedded broker, or TLS (whose buffer select cannot see)
+        sock: socket.socket | None = transport.sock
+        return sock
+
+    def _frame_buffered(self) -> bool:
+        transport = getattr(self.connection.connection, "transport", None)
+        return isinstance(transport, BufferedTCPTransport) and transport.frame_ready()
 
     def get(self, queue: str) -> KombuMessage | None:
         """Take one message from a queue without a consumer (unacked until settled).

@@ -37,6 +37,7 @@ from kombu.message import Message as KombuMessage
 
 from pyfi.backend.base import DEFAULT_JOIN_TTL_S, DEFAULT_RESULT_TTL_S, check_ttl
 from pyfi.broker import Broker
+from pyfi.broker.wakeup import Wakeup
 from pyfi.config import ENV_AGENT_PID, Settings
 from pyfi.errors import BackendUnavailable, BrokerUnavailable, MessageDecodeError
 from pyfi.message import Message, derived_id
@@ -55,6 +56,12 @@ log = logging.getLogger("pyfi.worker")
 
 MAX_RETRY_DELAY_S = 3600
 INFRASTRUCTURE_BACKOFF_S = 1.0
+# The longest the consuming thread waits for the broker before it looks at
+# its own state again (stop, pause, the agent gone).
+IDLE_WAIT_S = 0.25
+# Where no socket can be waited on (the embedded broker), how soon the
+# consuming thread looks again while messages wait to be acknowledged.
+BUSY_POLL_S = 0.005
 # What _handle returns when the message is settled later, once its result is stored.
 LATER = "later"
 # The rest of a message's handling, run by a pool thread; returns how to settle it.
@@ -108,6 +115,8 @@ class Worker:
         )
         self._settled: queue.SimpleQueue[tuple[KombuMessage, str]] = queue.SimpleQueue()
         self._settlement = Settlement(batch=False)  # the consuming thread's alone
+        # The pool's hand-overs end the consuming thread's wait; made by run().
+        self._wakeup: Wakeup | None = None
         self._local = threading.local()
         self._publishers: list[Broker] = []
         self._publishers_lock = threading.Lock()
@@ -150,6 +159,7 @@ class Worker:
             signal.signal(signal.SIGUSR2, self.resume)
         broker = Broker(self.settings.broker_url)
         self._settlement = Settlement(batch=broker.acks_multiple)
+        wakeup = self._wakeup = Wakeup()
         self._batcher = BatchPublisher(self.settings.broker_url)
         concurrency = self.options.concurrency
         pool = [
@@ -180,7 +190,7 @@ class Worker:
                 elif not self._paused.is_set() and not consumers:
                     consumers = self._consume(broker)
                     log.info("resumed: consuming %d socket(s)", len(consumers))
-                broker.drain(0.005 if len(self._settlement) else 0.25)
+                self._receive(broker)
                 self._settle()
             log.info("stopping: no new calls; finishing %d in flight", len(self._settlement))
             _cancel(consumers)
@@ -195,10 +205,37 @@ class Worker:
             self._settle()
             self._batcher.close()
             broker.close()
+            self._wakeup = None
+            wakeup.close()
             for publisher in self._publishers:
                 publisher.close()
             self.telemetry.close()
             log.info("worker for processor %s stopped", self.spec.name)
+
+    def _receive(self, broker: Broker) -> None:
+        """Wait for deliveries, until the pool hands a finished message back.
+
+        The pool's hand-over ends the wait (see :mod:`pyfi.broker.wakeup`):
+        with the prefetch window spent, the broker sends nothing more until
+        those messages are acknowledged.
+        """
+        wakeup = self._wakeup
+        if wakeup is None or not broker.wakes_on_socket:
+            # The embedded broker: no socket to wait on, so look again soon while busy.
+            broker.drain(BUSY_POLL_S if len(self._settlement) else IDLE_WAIT_S)
+            return
+        wakeup.arm()
+        try:
+            broker.drain(0.0 if not self._settled.empty() else IDLE_WAIT_S, wakeup)
+        finally:
+            wakeup.disarm()
+
+    def _done(self, delivery: KombuMessage, action: str) -> None:
+        """Hand a message the pool is done with to the consuming thread to settle."""
+        self._settled.put((delivery, action))
+        wakeup = self._wakeup
+        if wakeup is not None:
+            wakeup.set()
 
     def _consume(self, broker: Broker) -> list[Any]:
         prefetch = self.options.prefetch or self.options.concurrency * PREFETCH_PER_THREAD
@@ -233,7 +270,7 @@ class Worker:
                 log.exception("unexpected error on a message of %s; requeueing it", socket.name)
                 action = REQUEUE
             if action != LATER:
-                self._settled.put((delivery, action))
+                self._done(delivery, action)
 
     def _settle(self, block: float = 0.0) -> None:
         """Acknowledge (or requeue) every message the pool is done with, runs in one frame."""
@@ -440,13 +477,13 @@ class Worker:
             log.warning(
                 "call on %s will be retried: its result was not stored: %s", socket.name, error
             )
-            self._settled.put((delivery, REQUEUE))
+            self._done(delivery, REQUEUE)
             return
         try:
             self._report(socket, call, outcome)
         except Exception:  # the call is done: a failing report must not leave it unsettled
             log.exception("could not report call %s on %s as finished", call.call_id, socket.name)
-        self._settled.put((delivery, ACK))
+        self._done(delivery, ACK)
 
     def _join(self, socket: SocketSpec, message: Message) -> Message | None:
         assert message.argument is not None
