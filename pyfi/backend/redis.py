@@ -113,10 +113,7 @@ class RedisBackend(ResultBackend):
         self._store = self._client.register_script(_STORE)
 
     def store(self, call_id: str, outcome: str, ttl_s: int) -> None:
-        check_ttl(ttl_s)
-        result, notify = _result_key(call_id), _notify_key(call_id)
-        with self._translate():
-            self._store(keys=[result, notify], args=[outcome, ttl_s])
+        self.store_many([(call_id, outcome, ttl_s)])
 
     def store_many(self, items: Sequence[tuple[str, str, int]]) -> None:
         # One pipelined round trip of the store script by its digest: a
@@ -134,8 +131,15 @@ class RedisBackend(ResultBackend):
                 self._pipelined_store(items)
 
     def _pipelined_store(self, items: Sequence[tuple[str, str, int]]) -> None:
-        pipeline = self._client.pipeline(transaction=False)
         digest = self._store.sha
+        if len(items) == 1:
+            # A lone outcome (an idle worker's, which its caller is waiting
+            # for): a plain command costs half a pipeline's CPU and time.
+            ((call_id, outcome, ttl_s),) = items
+            keys = (_result_key(call_id), _notify_key(call_id))
+            self._client.evalsha(digest, 2, *keys, outcome, ttl_s)
+            return
+        pipeline = self._client.pipeline(transaction=False)
         for call_id, outcome, ttl_s in items:
             pipeline.evalsha(digest, 2, _result_key(call_id), _notify_key(call_id), outcome, ttl_s)
         pipeline.execute()

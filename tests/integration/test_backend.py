@@ -134,15 +134,18 @@ def test_store_many_refuses_a_bad_ttl_before_storing_any(backend: ResultBackend)
 
 @requires_redis
 @pytest.mark.redis
-def test_redis_store_many_survives_a_server_that_forgot_its_scripts(redis_url: str) -> None:
+@pytest.mark.parametrize("count", [1, 3], ids=["alone", "together"])
+def test_redis_store_many_survives_a_server_that_forgot_its_scripts(
+    redis_url: str, count: int
+) -> None:
     # Given a backend whose store script the server no longer has (restart, SCRIPT FLUSH)
     with open_backend(redis_url) as backend:
         backend.store(new_id(), outcome(0), TTL)
         import redis
 
         redis.Redis.from_url(redis_url).script_flush()
-        # When outcomes are stored together
-        ids = [new_id() for _ in range(3)]
+        # When outcomes are stored, one alone (a plain command) or together (a pipeline)
+        ids = [new_id() for _ in range(count)]
         backend.store_many([(call_id, outcome(call_id), TTL) for call_id in ids])
         # Then the script was loaded again and every outcome is there
         assert backend.get_many(ids) == [outcome(call_id) for call_id in ids]
