@@ -115,11 +115,8 @@ class Worker:
         )
         self._settled: queue.SimpleQueue[tuple[KombuMessage, str]] = queue.SimpleQueue()
         self._settlement = Settlement(batch=False)  # the consuming thread's alone
-        # The pool's hand-overs end the consuming thread's wait (made by
-        # run()) once this many messages are unsettled: half the window.
+        # The pool's hand-overs end the consuming thread's wait; made by run().
         self._wakeup: Wakeup | None = None
-        self._prefetch = options.prefetch or options.concurrency * PREFETCH_PER_THREAD
-        self._wake_at = max(1, self._prefetch // 2)
         self._local = threading.local()
         self._publishers: list[Broker] = []
         self._publishers_lock = threading.Lock()
@@ -216,23 +213,20 @@ class Worker:
             log.info("worker for processor %s stopped", self.spec.name)
 
     def _receive(self, broker: Broker) -> None:
-        """Wait for deliveries; while some are unsettled, not long.
+        """Wait for deliveries, until the pool hands a finished message back.
 
-        Once half the prefetch window is unsettled, the pool's hand-overs
-        end the wait at once (see :mod:`pyfi.broker.wakeup`): with the
-        window spent, the broker sends nothing more until messages are
-        acknowledged. Below that, the next delivery or a short timeout ends
-        it, and the acknowledgements go out then, together: waking for each
-        one would cost a lightly loaded worker a wake-up per call.
+        The pool's hand-over ends the wait (see :mod:`pyfi.broker.wakeup`):
+        with the prefetch window spent, the broker sends nothing more until
+        those messages are acknowledged.
         """
         wakeup = self._wakeup
-        timeout = BUSY_POLL_S if len(self._settlement) else IDLE_WAIT_S
-        if wakeup is None or not broker.wakes_on_socket:  # the embedded broker: no socket
-            broker.drain(timeout)
+        if wakeup is None or not broker.wakes_on_socket:
+            # The embedded broker: no socket to wait on, so look again soon while busy.
+            broker.drain(BUSY_POLL_S if len(self._settlement) else IDLE_WAIT_S)
             return
         wakeup.arm()
         try:
-            broker.drain(0.0 if not self._settled.empty() else timeout, wakeup)
+            broker.drain(0.0 if not self._settled.empty() else IDLE_WAIT_S, wakeup)
         finally:
             wakeup.disarm()
 
@@ -240,12 +234,13 @@ class Worker:
         """Hand a message the pool is done with to the consuming thread to settle."""
         self._settled.put((delivery, action))
         wakeup = self._wakeup
-        if wakeup is not None and len(self._settlement) >= self._wake_at:
+        if wakeup is not None:
             wakeup.set()
 
     def _consume(self, broker: Broker) -> list[Any]:
+        prefetch = self.options.prefetch or self.options.concurrency * PREFETCH_PER_THREAD
         return [
-            broker.consumer([socket.route], self._receiver(socket), prefetch=self._prefetch)
+            broker.consumer([socket.route], self._receiver(socket), prefetch=prefetch)
             for socket in self.spec.sockets
         ]
 
