@@ -521,12 +521,13 @@ class Broker:
         take only what has come. Transports without a socket to wait on
         (the embedded broker) wait for ``timeout`` as before.
         """
-        sock = self._socket() if wakeup is not None else None
-        if sock is not None and wakeup is not None and not self._frame_buffered():
-            ready, _, _ = select.select([sock.fileno(), wakeup.fileno()], [], [], timeout)
+        transport = self._tcp_transport() if wakeup is not None else None
+        if transport is not None and wakeup is not None and not transport.frame_ready():
+            sock = transport.sock.fileno()
+            ready, _, _ = select.select([sock, wakeup.fileno()], [], [], timeout)
             if wakeup.fileno() in ready:
                 wakeup.clear()
-            if sock.fileno() not in ready:
+            if sock not in ready:
                 return
             # Bytes have come: at most the rest of a frame is still on its way.
             timeout = max(timeout, MIN_FRAME_WAIT_S)
@@ -540,19 +541,17 @@ class Broker:
     @property
     def wakes_on_socket(self) -> bool:
         """Whether :meth:`drain` can be ended early by a :class:`Wakeup`."""
-        return self._socket() is not None
+        return self._tcp_transport() is not None
 
-    def _socket(self) -> socket.socket | None:
-        """The plain TCP socket of an AMQP connection, which ``select`` can wait on."""
-        transport = getattr(self.connection.connection, "transport", None)
-        if not isinstance(transport, BufferedTCPTransport):
-            return None  # the embedded broker, or TLS (whose buffer select cannot see)
-        sock: socket.socket | None = transport.sock
-        return sock
+    def _tcp_transport(self) -> BufferedTCPTransport | None:
+        """The plain TCP transport of an AMQP connection, whose socket ``select`` can wait on.
 
-    def _frame_buffered(self) -> bool:
+        None for the embedded broker, and for TLS, whose buffer select cannot see.
+        """
         transport = getattr(self.connection.connection, "transport", None)
-        return isinstance(transport, BufferedTCPTransport) and transport.frame_ready()
+        if isinstance(transport, BufferedTCPTransport) and transport.sock is not None:
+            return transport
+        return None
 
     def get(self, queue: str) -> KombuMessage | None:
         """Take one message from a queue without a consumer (unacked until settled).

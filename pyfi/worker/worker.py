@@ -159,7 +159,9 @@ class Worker:
             signal.signal(signal.SIGUSR2, self.resume)
         broker = Broker(self.settings.broker_url)
         self._settlement = Settlement(batch=broker.acks_multiple)
-        wakeup = self._wakeup = Wakeup()
+        # Only a socket can be waited on together with the pool's hand-overs;
+        # the embedded broker is polled instead (see _receive).
+        wakeup = self._wakeup = Wakeup() if broker.wakes_on_socket else None
         self._batcher = BatchPublisher(self.settings.broker_url)
         concurrency = self.options.concurrency
         pool = [
@@ -206,7 +208,8 @@ class Worker:
             self._batcher.close()
             broker.close()
             self._wakeup = None
-            wakeup.close()
+            if wakeup is not None:
+                wakeup.close()
             for publisher in self._publishers:
                 publisher.close()
             self.telemetry.close()
@@ -220,7 +223,7 @@ class Worker:
         those messages are acknowledged.
         """
         wakeup = self._wakeup
-        if wakeup is None or not broker.wakes_on_socket:
+        if wakeup is None:
             # The embedded broker: no socket to wait on, so look again soon while busy.
             broker.drain(BUSY_POLL_S if len(self._settlement) else IDLE_WAIT_S)
             return
