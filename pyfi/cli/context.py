@@ -129,6 +129,10 @@ class FlowGroup(click.Group):
             raise failure(exc.message) from exc
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            # The reader went away (`flow ls calls | head`): click's own handler
+            # ends quietly, as a Unix tool does, instead of reporting an error.
+            raise
         except Exception as exc:
             if _debugging(ctx):
                 raise
