@@ -78,7 +78,12 @@ class Telemetry:
         self._emit("started", socket, call, None, routine_note("received", socket.name))
 
     def joined(self, socket: SocketSpec, delivery: Message) -> None:
-        """A plug delivered one argument of a join that still waits for others."""
+        """A plug delivered one argument of a join: that delivery is done.
+
+        Reported for every delivery, the one that fires the join included:
+        the join runs under an id of its own, so nothing else would end the
+        delivery's record, which would stay ``received`` for good.
+        """
         self._emit(
             "joined", socket, delivery, None, f"Delivered {delivery.argument} to join {socket.name}"
         )

@@ -406,8 +406,10 @@ class Worker:
         call = message
         if joined:
             combined = self._join(socket, message)
+            # The delivery's own part ends here, whether the join still waits
+            # or this delivery fired it: the join runs as a call of its own.
+            self.telemetry.joined(socket, message)
             if combined is None:
-                self.telemetry.joined(socket, message)
                 return None
             call = combined
             self.telemetry.received(socket, call)

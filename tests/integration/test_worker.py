@@ -1,4 +1,4 @@
-"""The worker in-process on the embedded broker: what it does with its own faults."""
+"""The worker in-process on the embedded broker: its own faults, and what it records."""
 
 from __future__ import annotations
 
@@ -190,4 +190,66 @@ def test_a_worker_refuses_a_result_ttl_below_one_second(
     options = WorkerOptions(path=EXAMPLES, install_signals=False, result_ttl_s=0)
     with pytest.raises(InvalidValue, match="at least 1 second"):
         build_worker(settings, database, "p", options)
+    database.dispose()
+
+
+def _join_network(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's join: ``source`` feeds ``adder.one`` directly and ``adder.two`` via ``middle``."""
+    flow = Flow(sqlite_url, monkeypatch)
+    flow("add", "socket", "-n", "source", "-q", "q", "-pn", "p", "-t", "do_something")
+    flow("add", "socket", "-n", "middle", "-q", "q", "-pn", "p", "-t", "do_this")
+    flow("add", "socket", "-n", "adder", "-q", "q", "-pn", "p", "-t", "add_two", "--wait")
+    flow("add", "plug", "-n", "to-middle", "-q", "q", "-s", "source", "-t", "middle")
+    flow("add", "plug", "-n", "to-one", "-q", "q", "-s", "source", "-t", "adder", "-a", "one")
+    flow("add", "plug", "-n", "to-two", "-q", "q", "-s", "middle", "-t", "adder", "-a", "two")
+
+
+def _recorded_calls(database: Database, tracking_id: str) -> list[tuple[str, str | None, str]]:
+    """(socket, argument, state) of every call recorded for one flow run."""
+    import uuid
+
+    from sqlalchemy import select
+
+    from pyfi.db.models import Call
+
+    with database.connect() as connection:
+        rows = connection.execute(
+            select(Call.name, Call.argument, Call.state).where(
+                Call.tracking_id == uuid.UUID(tracking_id)
+            )
+        )
+        found = [(name, argument, str(state)) for name, argument, state in rows]
+    return sorted(found, key=lambda row: (row[0], row[1] or ""))
+
+
+def test_every_delivery_to_a_join_is_recorded_finished_the_one_that_fires_it_too(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a join fed by two plugs, and a worker recording its calls
+    settings, database = _network(tmp_path, sqlite_url, monkeypatch)
+    _join_network(sqlite_url, monkeypatch)
+    options = WorkerOptions(path=EXAMPLES, install_signals=False, events=False)
+    worker = build_worker(settings, database, "p", options)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    assert worker.ready.wait(10)
+    from pyfi.client.calls import Client
+    from pyfi.message import derived_id
+
+    with Client(settings, database) as client:
+        # When the source is called and the join fires
+        call = client.send("source", ["hello"])
+        joined = client.result(derived_id(call.tracking_id, "adder", "join"), 10)
+    # And the worker stops, writing what it recorded
+    _stop_with_empty_queue(worker, thread, settings)
+    # Then every call of the run is finished: both deliveries, not only the
+    # one that waited, and the join's own call
+    assert joined == "Message:helloDo this: Message:hello"
+    assert _recorded_calls(database, call.tracking_id) == [
+        ("adder", None, "finished"),
+        ("adder", "one", "finished"),
+        ("adder", "two", "finished"),
+        ("middle", None, "finished"),
+        ("source", None, "finished"),
+    ]
     database.dispose()
