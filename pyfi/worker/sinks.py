@@ -31,8 +31,9 @@ STEPS: dict[str, tuple[CallState, EventName | None, str]] = {
     "retry": (CallState.RETRYING, EventName.RETRY, "retry"),
     "failure": (CallState.DEAD, EventName.FAILURE, "failure"),
 }
-# The steps that first see a call in this worker: their update carries its identity.
-FIRST_STEPS = frozenset({"received", "started", "joined"})
+# The steps that first see a call in this worker: their update carries its
+# identity. ("joined" always follows "received": it keeps that instant.)
+FIRST_STEPS = frozenset({"received", "started"})
 # The steps whose note names only the socket, so their live event's data is
 # fixed per socket. (A join's note names the argument delivered: not fixed.)
 ROUTINE_STEPS = frozenset({"received", "running", "postrun"})

@@ -252,4 +252,23 @@ def test_every_delivery_to_a_join_is_recorded_finished_the_one_that_fires_it_too
         ("middle", None, "finished"),
         ("source", None, "finished"),
     ]
+    # And each delivery keeps the instant it was received, before it joined
+    assert _delivery_spans(database, call.tracking_id) == [("one", True), ("two", True)]
     database.dispose()
+
+
+def _delivery_spans(database: Database, tracking_id: str) -> list[tuple[str, bool]]:
+    """(argument, received before finished) of every join delivery of one flow run."""
+    import uuid
+
+    from sqlalchemy import select
+
+    from pyfi.db.models import Call
+
+    with database.connect() as connection:
+        rows = connection.execute(
+            select(Call.argument, Call.received, Call.finished).where(
+                Call.tracking_id == uuid.UUID(tracking_id), Call.argument.is_not(None)
+            )
+        )
+        return sorted((argument, received < finished) for argument, received, finished in rows)
