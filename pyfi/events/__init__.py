@@ -16,6 +16,7 @@ the database holds the durable history.
     transport.py    which wire, from the settings
     publisher.py    EventPublisher: bounded queue + background thread
     subscriber.py   EventSubscriber: patterns in, LiveEvents out
+    audience.py     whether anyone listens (Redis), so workers publish only then
 """
 
 from __future__ import annotations

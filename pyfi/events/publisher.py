@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from pyfi.config import Settings
+from pyfi.events.audience import Audience
 from pyfi.events.event import LiveEvent, join_events
 from pyfi.events.transport import (
     CHANNEL_HEADER,
@@ -158,12 +159,31 @@ class EventPublisher(Closeable):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closing = False
+        # Redis tells who subscribes; a fanout exchange does not, so there
+        # everything reads as listened.
+        self._audience = Audience(self.route.url) if self.route.kind == "redis" else None
         self._dropped = 0
         self._sent = 0
         self._failed = 0
         self._inflight = 0  # taken by the thread, not yet sent nor failed
 
     # -- the hot path ------------------------------------------------------
+
+    @property
+    def listened(self) -> bool:
+        """False only when nobody subscribes to live events: publishing would be for nothing.
+
+        Only known after :meth:`watch_audience`; True until then, and always
+        on the broker's fanout exchange. :meth:`publish` sends regardless:
+        callers that can skip building events ask first.
+        """
+        audience = self._audience
+        return audience is None or audience.listened
+
+    def watch_audience(self) -> None:
+        """Start keeping :attr:`listened` current (see :mod:`pyfi.events.audience`)."""
+        if self._audience is not None:
+            self._audience.watch()
 
     def publish(self, event: LiveEvent | tuple[str, str]) -> None:
         """Queue ``event``; never blocks on I/O and never raises for transport trouble.
@@ -237,6 +257,8 @@ class EventPublisher(Closeable):
         with self._lock:
             self._closing = True
             thread = self._thread
+        if self._audience is not None:
+            self._audience.close()
         self._wakeup.set()
         self._full.set()
         self._stop.set()

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from pyfi.config import Settings
 from pyfi.errors import EventDecodeError, EventsUnavailable, InvalidValue
+from pyfi.events.audience import ANNOUNCE_CHANNEL, ANNOUNCE_TIMEOUT_S, REPLY_PREFIX
 from pyfi.events.event import GLOBAL_CHANNEL, GLOBAL_PATTERNS, LiveEvent, events_in
 from pyfi.events.transport import (
     CHANNEL_HEADER,
@@ -67,14 +68,15 @@ class _RedisSubscription:
         self._label = route.label
         try:
             self._pubsub.psubscribe(*patterns)
-            self._await_confirmations(len(set(patterns)))
+            self._await_confirmations(len(set(patterns)), "psubscribe")
+            self._announce()
         except self._errors as exc:
             self.close()
             raise EventsUnavailable(
                 f"cannot listen to live events on {route.label}: {_first_line(exc)}"
             ) from exc
 
-    def _await_confirmations(self, expected: int) -> None:
+    def _await_confirmations(self, expected: int, kind: str) -> None:
         # Until Redis confirms, a PUBLISH from another connection may still
         # miss us; callers (and tests) rely on "subscribed" meaning it.
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
@@ -84,13 +86,38 @@ class _RedisSubscription:
             if remaining <= 0:
                 self.close()
                 raise EventsUnavailable(f"{self._label} did not confirm the subscription")
-            message = self._pubsub.get_message(timeout=remaining)
-            if message is None:
-                continue
-            if message["type"] == "psubscribe":
+            message = self._next(remaining)
+            if message is not None and message["type"] == kind:
                 confirmed += 1
-            elif message["type"] == "pmessage":
-                self._early.append(message["data"])
+
+    def _announce(self) -> None:
+        """Tell the workers someone listens; return once each that heard has answered.
+
+        Workers publish live events only while someone listens (see
+        :mod:`pyfi.events.audience`); without this, the first events after
+        ``subscribe()`` could go to nobody until a worker's next count.
+        """
+        reply = f"{REPLY_PREFIX}{uuid.uuid4().hex}"
+        self._pubsub.subscribe(reply)
+        self._await_confirmations(1, "subscribe")
+        workers = int(self._client.publish(ANNOUNCE_CHANNEL, reply))
+        deadline = time.monotonic() + ANNOUNCE_TIMEOUT_S
+        answered = 0
+        while answered < workers and (remaining := deadline - time.monotonic()) > 0:
+            message = self._next(remaining)
+            if message is not None and message["type"] == "message":
+                answered += 1
+        if answered < workers:
+            log.debug("%d of %d workers did not answer in time", workers - answered, workers)
+        self._pubsub.unsubscribe(reply)
+
+    def _next(self, timeout: float) -> dict[str, Any] | None:
+        """The next message that is not an event; events read meanwhile wait in order."""
+        message: dict[str, Any] | None = self._pubsub.get_message(timeout=timeout)
+        if message is not None and message["type"] == "pmessage":
+            self._early.append(message["data"])
+            return None
+        return message
 
     def receive(self, timeout: float) -> bytes | None:
         if self._early:

@@ -139,6 +139,7 @@ def build_telemetry(
         from pyfi.worker.sinks import EventSink
 
         publisher = EventPublisher(settings)
+        publisher.watch_audience()
         sinks.append(EventSink(publisher, spec.name))
         closers.append(publisher.close)
     return Telemetry(spec.name, sinks, closers)

@@ -125,7 +125,11 @@ class RecordSink:
 
 
 class EventSink:
-    """Publishes each lifecycle step live on ``<queue>.<processor>.task`` (and more)."""
+    """Publishes each lifecycle step live on ``<queue>.<processor>.task`` (and more).
+
+    Only while someone listens (:attr:`EventPublisher.listened`): a step
+    nobody would receive costs nothing but that check.
+    """
 
     def __init__(self, publisher: EventPublisher, processor: str) -> None:
         self.publisher = publisher
@@ -157,6 +161,8 @@ class EventSink:
         note: str,
         at: float,
     ) -> None:
+        if not self.publisher.listened:
+            return  # nobody subscribes: Redis would drop them
         # The events of a step share one stamp and one encoding of the ids,
         # and reach the publisher together.
         date = iso_ms(at)

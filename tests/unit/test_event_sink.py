@@ -28,8 +28,9 @@ SOCKET = SocketSpec(
 class Collected:
     """Stands in for the publisher's queue: what the sink hands over, per hand-over."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, listened: bool = True) -> None:
         self.handovers: list[list[LiveEvent]] = []
+        self.listened = listened
 
     def publish_many(self, events: Sequence[tuple[str, str]]) -> None:
         decoded = [LiveEvent.from_json(payload) for _channel, payload in events]
@@ -38,8 +39,8 @@ class Collected:
         self.handovers.append(decoded)
 
 
-def _telemetry() -> tuple[Telemetry, Collected]:
-    collected = Collected()
+def _telemetry(*, listened: bool = True) -> tuple[Telemetry, Collected]:
+    collected = Collected(listened=listened)
     return Telemetry("proc", [EventSink(collected, "proc")]), collected  # type: ignore[arg-type]
 
 
@@ -77,4 +78,21 @@ def test_each_join_delivery_names_its_own_argument() -> None:
     assert notes == [
         {"note": "Delivered left to join proc.join"},
         {"note": "Delivered right to join proc.join"},
+    ]
+
+
+def test_nothing_is_built_nor_handed_over_while_nobody_listens() -> None:
+    # Given a publisher that knows nobody subscribes
+    telemetry, collected = _telemetry(listened=False)
+    call = Message.new(SOCKET.name, [1])
+    # When a call starts, finishes and another fails
+    telemetry.started(SOCKET, call)
+    telemetry.finished(SOCKET, call, Outcome(ok=True, value=3))
+    # Then the sink handed nothing over
+    assert collected.handovers == []
+    # And once someone listens, the next step is published again
+    collected.listened = True
+    telemetry.finished(SOCKET, call, Outcome(ok=True, value=3))
+    assert [[e.state for e in handover] for handover in collected.handovers] == [
+        ["postrun", "postrun"]
     ]

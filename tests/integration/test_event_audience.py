@@ -1,0 +1,167 @@
+"""Workers publish live events only while someone listens, and a new listener misses nothing.
+
+Pub/sub subscriptions are server-wide, so "nobody listens" can only be
+asserted on a Redis server of the test's own: each test starts one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from pyfi.config import Settings
+from pyfi.events import EventPublisher, EventSubscriber, LiveEvent, channel_name
+from pyfi.events import audience as audience_module
+from pyfi.events.audience import Audience, count_listeners
+from tests.conftest import IN_CI
+
+REDIS_SERVER = shutil.which("redis-server")
+
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(REDIS_SERVER is None and not IN_CI, reason="redis-server is not installed"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[str]:
+    """A Redis server only this test talks to; stopped afterwards."""
+    assert REDIS_SERVER is not None, "CI needs redis-server to run these tests"
+    port = _free_port()
+    server = subprocess.Popen(
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    try:
+        _until(lambda: _pings(client), "the private Redis server to start")
+        yield url
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def _until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting for {what}")
+        time.sleep(0.01)
+
+
+def settings_for(url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'pyfi.sqlite'}",
+        broker_url=f"filesystem://{tmp_path / 'broker'}",
+        backend_url=url,
+        data_dir=tmp_path,
+        ini_path=tmp_path / "pyfi.ini",
+    )
+
+
+def test_the_count_ignores_the_workers_own_announcement_channel(private_redis: str) -> None:
+    # Given a worker watching (subscribed to the announcement channel) and nothing else
+    watcher = Audience(private_redis)
+    watcher.watch()
+    client = redis.Redis.from_url(private_redis)
+    try:
+        _until(lambda: client.pubsub_numsub(audience_module.ANNOUNCE_CHANNEL)[0][1] == 1,
+               "the worker to subscribe")  # fmt: skip
+        # Then nobody is counted
+        assert count_listeners(client) == 0
+        # And a pattern subscriber and another application's channel each count
+        patterns, channels = client.pubsub(), client.pubsub()
+        patterns.psubscribe("*.task")
+        channels.subscribe("someone-elses-channel")
+        _until(lambda: count_listeners(client) == 2, "both subscriptions to show")
+        patterns.close()
+        channels.close()
+    finally:
+        watcher.close()
+        client.close()
+
+
+def test_a_publisher_learns_that_nobody_listens_then_that_someone_does(
+    private_redis: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a worker's publisher watching its audience, counting only every 30 s
+    monkeypatch.setattr(audience_module, "RECHECK_S", 30.0)
+    settings = settings_for(private_redis, tmp_path)
+    publisher = EventPublisher(settings)
+    publisher.watch_audience()
+    try:
+        # When nobody subscribes, its first count says so
+        _until(lambda: not publisher.listened, "the first count")
+        # And when a listener subscribes (long before the next count)
+        queue = f"pyfi.t{uuid.uuid4().hex[:10]}"
+        with EventSubscriber(settings) as subscriber:
+            events = subscriber.subscribe([channel_name(queue, "proc1", "task")], timeout=5)
+            # Then the worker publishes again by the time subscribe() has returned
+            assert publisher.listened
+            sent = LiveEvent.create("task", "received", queue=queue, processor="proc1")
+            publisher.publish(sent)
+            assert next(events) == sent
+    finally:
+        publisher.close()
+
+
+def test_a_listener_that_leaves_is_noticed_at_the_next_count(
+    private_redis: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a watching worker, counting every 0.1 s, and a listener
+    monkeypatch.setattr(audience_module, "RECHECK_S", 0.1)
+    settings = settings_for(private_redis, tmp_path)
+    watcher = Audience(private_redis)
+    watcher.watch()
+    try:
+        subscriber = EventSubscriber(settings)
+        subscriber.subscribe(["*.task"], timeout=5)
+        assert watcher.listened
+        # When the listener goes away
+        subscriber.close()
+        # Then the worker stops publishing
+        _until(lambda: not watcher.listened, "the worker to notice")
+    finally:
+        watcher.close()
+
+
+def test_a_lost_server_reads_as_listened(
+    private_redis: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a watching worker that knows nobody listens
+    monkeypatch.setattr(audience_module, "RECHECK_S", 0.1)
+    watcher = Audience(private_redis)
+    watcher.watch()
+    try:
+        _until(lambda: not watcher.listened, "the first count")
+        # When the server goes away
+        redis.Redis.from_url(private_redis).shutdown(nosave=True)
+        # Then it cannot tell, so it publishes (and the publisher copes with the outage)
+        _until(lambda: watcher.listened, "the worker to notice the outage")
+    finally:
+        watcher.close()
