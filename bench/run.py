@@ -113,13 +113,14 @@ class Run:
         self.w7_spec = Figure("W7 same, spec handed over (agent)", "s", False)
         self.w7_redeploy = Figure("W7 agent redeploy, cached venv", "s", False)
         self.w8 = Figure("W8 W1 provenance off/on", "ratio", False)
+        self.w8_listened = Figure("W8 same, `flow listen` attached", "ratio", False)
         self.raw = Figure(f"raw {n['raw']} publish+consume+ack", "msgs/s", True)
         self.cpu = CpuMeter()
 
     def figures(self) -> list[Figure]:
         return [
             self.w1, self.w2, *self.w3.values(), self.w4, self.w5, self.w6,
-            self.w7_first, self.w7_spec, self.w7_redeploy, self.w8, self.raw,
+            self.w7_first, self.w7_spec, self.w7_redeploy, self.w8, self.w8_listened, self.raw,
         ]  # fmt: skip
 
     def measure(self, system: System, log: Callable[[str], None]) -> None:
@@ -189,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     print(table(run.figures()))
     cpu = run.cpu.figures()
     if cpu:
-        print("\nCPU per call (µs) of every process on the host, by role; W8 is on minus off")
+        print(
+            "\nCPU per call (µs) of every process on the host, by role; W8 is on minus off"
+            " (W8+listen: `flow listen` counts as other)"
+        )
         print(table(cpu))
     meta = {"machine": machine(), "sizes": sizes, "reps": args.reps}
     write_json(args.json, run.figures(), meta, cpu=cpu)
@@ -207,29 +211,39 @@ def measure_pyfi_extras(
     for _ in range(run.reps):
         log("pyfi: W8")
         rates, spent = {}, {}
-        for provenance in (True, False):
-            fresh = services(Path(folder) / f"w8-{provenance}-{len(run.w8.values.get('pyfi', []))}")
+        # "on" with nobody subscribed (workers then send no live events, see
+        # pyfi.events.audience), "listened" with `flow listen` on every
+        # channel, "off" with neither records nor events.
+        for setting in ("on", "listened", "off"):
+            fresh = services(Path(folder) / f"w8-{setting}-{len(run.w8.values.get('pyfi', []))}")
             fresh.workdir.mkdir(parents=True)
-            system = PyfiSystem(fresh, provenance=provenance)
+            system = PyfiSystem(fresh, provenance=setting != "off")
             system.start()
+            listener = system.attach_listener() if setting == "listened" else None
             try:
                 # Both sides warm up alike (connections, the first batch of
                 # records), so the ratio is of recording, not of start-up.
                 system.roundtrip(max(2, n // 10))
                 workers = {process.pid for process in system.processes}
                 with run.cpu.measure(None, "pyfi", n, workers) as used:
-                    rates[provenance] = n / timed(lambda s=system: s.roundtrip(n))  # type: ignore[misc]
-                spent[provenance] = used
-                if provenance:
+                    rates[setting] = n / timed(lambda s=system: s.roundtrip(n))  # type: ignore[misc]
+                spent[setting] = used
+                if setting == "on":
                     log("pyfi: W7 first call")
                     run.w7_first.add("pyfi", system.first_call_s())
                     run.w7_spec.add("pyfi", system.first_call_s(from_spec=True))
             finally:
+                if listener is not None:
+                    listener.terminate()
+                    listener.wait(10)
                 system.stop()
         # Above 1: recording costs that fraction of throughput.
-        run.w8.add("pyfi", rates[False] / rates[True])
-        if spent[True]:  # what recording and live events cost, per role
-            run.cpu.add("W8", "pyfi", {r: spent[True][r] - spent[False][r] for r in spent[True]})
+        run.w8.add("pyfi", rates["off"] / rates["on"])
+        run.w8_listened.add("pyfi", rates["off"] / rates["listened"])
+        for setting, workload in (("on", "W8"), ("listened", "W8+listen")):
+            if spent[setting]:  # what recording and live events cost, per role
+                off = spent["off"]
+                run.cpu.add(workload, "pyfi", {r: v - off[r] for r, v in spent[setting].items()})
     if not args.skip_agent:
         from bench.systems.pyfi_agent import redeploy_seconds
 

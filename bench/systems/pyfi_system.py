@@ -92,6 +92,19 @@ class PyfiSystem(System):
             time.sleep(0.05)
         raise RuntimeError("pyfi workers did not start:\n" + logs[0].read_text(errors="replace"))
 
+    def attach_listener(self) -> subprocess.Popen[bytes]:
+        """`flow listen` on every channel, printing to nowhere; subscribed when this returns."""
+        listener = subprocess.Popen(
+            [FLOW, "listen", "--name", "global", "--json"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env,
+        )  # fmt: skip
+        assert listener.stderr is not None
+        first = listener.stderr.readline().decode(errors="replace")
+        if not first.startswith("Listening to"):
+            listener.kill()
+            raise RuntimeError(f"flow listen did not start: {first}")
+        return listener
+
     def stop(self) -> None:
         if self._client is not None:
             self._client.close()

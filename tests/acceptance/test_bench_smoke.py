@@ -43,8 +43,10 @@ def test_bench_runs_every_pyfi_workload(tmp_path: Path) -> None:
     # Then the table is printed and every pyfi workload has a figure
     assert "pyfi/dramatiq" in done.stdout
     figures = _figures(results)
-    assert len(figures) == 13
-    assert "W7 same, spec handed over (agent)" in [f["workload"] for f in figures]
+    assert len(figures) == 14
+    names = [f["workload"] for f in figures]
+    assert "W7 same, spec handed over (agent)" in names
+    assert "W8 same, `flow listen` attached" in names
     for figure in figures:
         expected = (
             set() if "redeploy" in figure["workload"] or "raw" in figure["workload"] else {"pyfi"}
@@ -56,7 +58,7 @@ def test_bench_runs_every_pyfi_workload(tmp_path: Path) -> None:
     if Path("/proc/self/stat").exists():
         assert "CPU per call" in done.stdout
         cpu = {f["workload"]: f["values"]["pyfi"] for f in json.loads(results.read_text())["cpu"]}
-        for workload in ("W1", "W2", "W3", "W8"):
+        for workload in ("W1", "W2", "W3", "W8", "W8+listen"):
             for role in ROLES:
                 assert len(cpu[f"{workload} CPU {role}"]) == 1, (workload, role)
         assert all(cpu[f"{w} CPU {role}"][0] >= 0 for w in ("W1", "W2", "W3") for role in ROLES)
