@@ -382,6 +382,10 @@ def list_privileges(flow: CliContext, as_json: bool) -> None:
         note("No privileges granted yet.")
 
 
+# `flow ls calls` counts matching calls up to this many (or the page's end,
+# if further): past it, the total is only "more than".
+COUNT_CAP = 10_000
+
 CALL_COLUMNS = [
     ("Name", "name"),
     ("ID", "id"),
@@ -421,19 +425,31 @@ def list_calls(
         query = query.where(models.Call.name == socket)
     if tracking:
         query = query.where(models.Call.tracking_id == _parse_id(tracking, "tracking id"))
+    # Counting every matching call would read the whole table on every page;
+    # counting stops a good way past the page asked for.
+    cap = max(COUNT_CAP, page * rows)
     with flow.transaction() as session:
-        total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        counted = session.scalar(select(func.count()).select_from(query.limit(cap + 1).subquery()))
         order = models.Call.created.asc() if ascend else models.Call.created.desc()
         found = session.scalars(query.order_by(order).offset((page - 1) * rows).limit(rows))
         records = [to_dict(call, raw=True) for call in found]
+    exact = (counted or 0) <= cap
+    total = (counted or 0) if exact else cap
     if as_json:
-        print_json({"page": page, "rows": rows, "total": total, "calls": records})
+        print_json(
+            {"page": page, "rows": rows, "total": total if exact else None}
+            | ({} if exact else {"more_than": cap})
+            | {"calls": records}
+        )
         return
     pages = max(1, math.ceil(total / rows))
     for index, record in enumerate(records, start=1):
         record["page"], record["row"] = page, index
     print_table([("Page", "page"), ("Row", "row"), *CALL_COLUMNS], records)
-    click.echo(f"Page {page} of {pages} of {total} total records")
+    if exact:
+        click.echo(f"Page {page} of {pages} of {total} total records")
+    else:
+        click.echo(f"Page {page} of more than {pages} (more than {cap} records)")
 
 
 @ls_group.command("call")

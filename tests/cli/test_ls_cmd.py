@@ -193,3 +193,22 @@ def test_ls_agents_shows_stale_heartbeat_as_offline(flow: Flow, database: Databa
     # Then only the fresh one counts as online
     assert agents == {"fresh": "online", "stale": "offline (no heartbeat)"}
     assert nodes == agents
+
+
+def test_ls_calls_stops_counting_past_the_cap(
+    first_flow: Flow, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 25 calls, and a count that stops at 20
+    from pyfi.cli import listing
+
+    monkeypatch.setattr(listing, "COUNT_CAP", 20)
+    _record_calls(database, "pyfi.processors.sample.do_this", 25)
+    # When the first page is listed
+    page = json.loads(first_flow("ls", "calls", "-r", "10", "--json").output)
+    # Then the total is only known to be more than the cap
+    assert (page["total"], page["more_than"], len(page["calls"])) == (None, 20, 10)
+    shown = first_flow("ls", "calls").output
+    assert "Page 1 of more than 2 (more than 20 records)" in shown, shown
+    # And a page past the cap counts up to its own end, and is exact when it gets there
+    last = json.loads(first_flow("ls", "calls", "-p", "3", "-r", "10", "--json").output)
+    assert (last["total"], "more_than" in last, len(last["calls"])) == (25, False, 5)
