@@ -24,6 +24,7 @@ from pyfi.events.audience import Audience, count_listeners
 from tests.conftest import IN_CI
 
 REDIS_SERVER = shutil.which("redis-server")
+WatchFactory = Callable[[float], Audience]
 
 pytestmark = [
     pytest.mark.redis,
@@ -84,10 +85,28 @@ def settings_for(url: str, tmp_path: Path) -> Settings:
     )
 
 
-def test_the_count_ignores_the_workers_own_announcement_channel(private_redis: str) -> None:
+@pytest.fixture
+def watching(private_redis: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[WatchFactory]:
+    """Start a worker's audience watcher on the private server, counting every ``recheck_s``."""
+    watchers: list[Audience] = []
+
+    def watch(recheck_s: float) -> Audience:
+        monkeypatch.setattr(audience_module, "RECHECK_S", recheck_s)
+        watcher = Audience(private_redis)
+        watcher.watch()
+        watchers.append(watcher)
+        return watcher
+
+    yield watch
+    for watcher in watchers:
+        watcher.close()
+
+
+def test_the_count_ignores_the_workers_own_announcement_channel(
+    private_redis: str, watching: WatchFactory
+) -> None:
     # Given a worker watching (subscribed to the announcement channel) and nothing else
-    watcher = Audience(private_redis)
-    watcher.watch()
+    watching(1.0)
     client = redis.Redis.from_url(private_redis)
     try:
         _until(lambda: client.pubsub_numsub(audience_module.ANNOUNCE_CHANNEL)[0][1] == 1,
@@ -102,7 +121,6 @@ def test_the_count_ignores_the_workers_own_announcement_channel(private_redis: s
         patterns.close()
         channels.close()
     finally:
-        watcher.close()
         client.close()
 
 
@@ -112,9 +130,8 @@ def test_a_publisher_learns_that_nobody_listens_then_that_someone_does(
     # Given a worker's publisher watching its audience, counting only every 30 s
     monkeypatch.setattr(audience_module, "RECHECK_S", 30.0)
     settings = settings_for(private_redis, tmp_path)
-    publisher = EventPublisher(settings)
-    publisher.watch_audience()
-    try:
+    with EventPublisher(settings) as publisher:
+        publisher.watch_audience()
         # When nobody subscribes, its first count says so
         _until(lambda: not publisher.listened, "the first count")
         # And when a listener subscribes (long before the next count)
@@ -126,42 +143,27 @@ def test_a_publisher_learns_that_nobody_listens_then_that_someone_does(
             sent = LiveEvent.create("task", "received", queue=queue, processor="proc1")
             publisher.publish(sent)
             assert next(events) == sent
-    finally:
-        publisher.close()
 
 
 def test_a_listener_that_leaves_is_noticed_at_the_next_count(
-    private_redis: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    private_redis: str, tmp_path: Path, watching: WatchFactory
 ) -> None:
     # Given a watching worker, counting every 0.1 s, and a listener
-    monkeypatch.setattr(audience_module, "RECHECK_S", 0.1)
-    settings = settings_for(private_redis, tmp_path)
-    watcher = Audience(private_redis)
-    watcher.watch()
-    try:
-        subscriber = EventSubscriber(settings)
-        subscriber.subscribe(["*.task"], timeout=5)
-        assert watcher.listened
-        # When the listener goes away
-        subscriber.close()
-        # Then the worker stops publishing
-        _until(lambda: not watcher.listened, "the worker to notice")
-    finally:
-        watcher.close()
+    watcher = watching(0.1)
+    subscriber = EventSubscriber(settings_for(private_redis, tmp_path))
+    subscriber.subscribe(["*.task"], timeout=5)
+    assert watcher.listened
+    # When the listener goes away
+    subscriber.close()
+    # Then the worker stops publishing
+    _until(lambda: not watcher.listened, "the worker to notice")
 
 
-def test_a_lost_server_reads_as_listened(
-    private_redis: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_lost_server_reads_as_listened(private_redis: str, watching: WatchFactory) -> None:
     # Given a watching worker that knows nobody listens
-    monkeypatch.setattr(audience_module, "RECHECK_S", 0.1)
-    watcher = Audience(private_redis)
-    watcher.watch()
-    try:
-        _until(lambda: not watcher.listened, "the first count")
-        # When the server goes away
-        redis.Redis.from_url(private_redis).shutdown(nosave=True)
-        # Then it cannot tell, so it publishes (and the publisher copes with the outage)
-        _until(lambda: watcher.listened, "the worker to notice the outage")
-    finally:
-        watcher.close()
+    watcher = watching(0.1)
+    _until(lambda: not watcher.listened, "the first count")
+    # When the server goes away
+    redis.Redis.from_url(private_redis).shutdown(nosave=True)
+    # Then it cannot tell, so it publishes (and the publisher copes with the outage)
+    _until(lambda: watcher.listened, "the worker to notice the outage")
