@@ -94,9 +94,11 @@ class PyfiSystem(System):
 
     def attach_listener(self) -> subprocess.Popen[bytes]:
         """`flow listen` on every channel, printing to nowhere; subscribed when this returns."""
+        # Its output buffered, as a user's shell has it.
+        env = {k: v for k, v in self.env.items() if k != "PYTHONUNBUFFERED"}
         listener = subprocess.Popen(
             [FLOW, "listen", "--name", "global", "--json"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
         )  # fmt: skip
         assert listener.stderr is not None
         first = listener.stderr.readline().decode(errors="replace")

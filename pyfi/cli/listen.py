@@ -159,17 +159,23 @@ def listen(
     patterns = listen_patterns(name, channel)
     handler = load_adaptor(adaptor) if adaptor else None
     subscriber = EventSubscriber(flow.settings)
+    # Written directly and flushed once per message received, not per event:
+    # click.echo asks the terminal whether it is one and flushes each line,
+    # which was most of a busy listener's CPU.
+    out = sys.stdout
     try:
         with _sigterm_stops():
-            events = subscriber.subscribe(patterns, timeout=timeout)
+            events = subscriber.subscribe(patterns, timeout=timeout, before_wait=out.flush)
             note(f"Listening to {', '.join(patterns)}")
             matching = (event for event in events if wanted(event, name, channel))
             for event in _take(matching, count):
-                click.echo(event.to_json() if as_json else format_event(event))
+                out.write((event.to_json() if as_json else format_event(event)) + "\n")
                 if handler is not None:
                     _call(handler, adaptor or "", event)
+            out.flush()
     except KeyboardInterrupt:
-        pass  # the ordinary way to stop a sniffer
+        with contextlib.suppress(OSError, ValueError):
+            out.flush()  # the ordinary way to stop a sniffer
     except BrokenPipeError:
         _silence_stdout()  # `flow listen ... | head -3`: the reader is done, so are we
     finally:

@@ -15,7 +15,7 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
@@ -267,7 +267,11 @@ class EventSubscriber(Closeable):
         self._receiving = False
 
     def subscribe(
-        self, patterns: Sequence[str], *, timeout: float | None = None
+        self,
+        patterns: Sequence[str],
+        *,
+        timeout: float | None = None,
+        before_wait: Callable[[], object] | None = None,
     ) -> Iterator[LiveEvent]:
         """Subscribe now, and return an iterator over the matching events.
 
@@ -284,6 +288,11 @@ class EventSubscriber(Closeable):
         timeout:
             Seconds after which the iterator stops; ``None`` runs until
             :meth:`close` (which may be called from another thread).
+        before_wait:
+            Called each time the iterator is about to wait for the next
+            message, having yielded every event it holds: the moment to
+            flush output written per event (``flow listen`` flushes there,
+            once per message instead of once per event).
 
         Returns
         -------
@@ -305,10 +314,15 @@ class EventSubscriber(Closeable):
         subscription = _open(self.route, list(GLOBAL_PATTERNS if everything else patterns))
         self._subscription = subscription
         deadline = None if timeout is None else time.monotonic() + timeout
-        return self._iterate(subscription, deadline, quiet=everything)
+        return self._iterate(subscription, deadline, quiet=everything, before_wait=before_wait)
 
     def _iterate(
-        self, subscription: _Subscription, deadline: float | None, *, quiet: bool
+        self,
+        subscription: _Subscription,
+        deadline: float | None,
+        *,
+        quiet: bool,
+        before_wait: Callable[[], object] | None,
     ) -> Iterator[LiveEvent]:
         # A global listener's patterns also match other applications' channels
         # that happen to end in ".task" or ".log": their messages are not
@@ -322,6 +336,8 @@ class EventSubscriber(Closeable):
                     wait = min(wait, deadline - time.monotonic())
                     if wait <= 0:
                         return
+                if before_wait is not None:
+                    before_wait()
                 self._receiving = True
                 try:
                     raw = subscription.receive(wait)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -58,7 +59,9 @@ class Listener:
     """A `flow listen` child process, subscribed by the time the constructor returns."""
 
     def __init__(self, *args: str, env: dict[str, str]) -> None:
-        self.env = {**os.environ, **env}
+        # Buffered output, as a user's shell gives it, unless the test asks otherwise.
+        inherited = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        self.env = {**inherited, **env}
         self.process = subprocess.Popen(
             [sys.executable, "-c", LAUNCHER, "listen", *args],
             stdout=subprocess.PIPE,
@@ -326,3 +329,26 @@ def test_listen_bad_name_or_channel_is_usage_error(
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, result.output
     assert complaint in errors[0]
+
+
+@requires_redis
+@pytest.mark.redis
+def test_listen_shows_each_event_while_still_running(redis_env: dict[str, str], queue: str) -> None:
+    # Given `flow listen` with no --count: it keeps running
+    room = f"{queue}.proc1"
+    listener = Listener("--name", room, "--channel", "task", "--json", env=redis_env)
+    try:
+        # When a worker publishes one event
+        listener.publish(event(queue, "received"))
+        # Then its line reaches the reader while the listener waits for more
+        # (output is flushed before each wait, not only at exit)
+        assert listener.process.stdout is not None
+        ready, _, _ = select.select([listener.process.stdout], [], [], 20)
+        assert ready, "no line within 20 s"
+        line = json.loads(listener.process.stdout.readline())
+        assert (line["state"], line["room"]) == ("received", room)
+        assert listener.process.poll() is None
+    finally:
+        listener.process.send_signal(signal.SIGINT)
+        code, _out, err = listener.finish()
+    assert code == 0, err
