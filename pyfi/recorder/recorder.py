@@ -105,6 +105,9 @@ class CallRecorder(Closeable):
         self._database: Database | None = None
         self._buffer = Buffer(max_buffer)
         lock = threading.Lock()
+        # The recording path takes the lock itself (a C call) rather than
+        # through a condition (a Python one): it runs twice per call.
+        self._lock = lock
         self._wake = threading.Condition(lock)
         self._settled = threading.Condition(lock)
         self._flush_target = 0
@@ -144,7 +147,7 @@ class CallRecorder(Closeable):
         since the epoch); the recorder keeps the dict, so the caller must
         not reuse it.
         """
-        with self._wake:
+        with self._lock:
             if self._closed:
                 dropped = self._buffer.discard()
             else:
@@ -178,7 +181,9 @@ class CallRecorder(Closeable):
         # Wake the writer only on the transitions it acts on, so most records
         # cost no notification: the first entry (start the interval) and a
         # full batch (write now).
-        if self._buffer.waiting() in (1, self.batch_size):
+        buffer = self._buffer
+        waiting = len(buffer.calls) + len(buffer.events)
+        if waiting in (1, self.batch_size):
             self._wake.notify()
 
     def _warn_dropping(self) -> None:

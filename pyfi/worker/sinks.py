@@ -9,7 +9,7 @@ from __future__ import annotations
 import reprlib
 import socket as _socket
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pyfi.db.enums import CallState, EventName
 from pyfi.events import EventPublisher
@@ -34,6 +34,24 @@ STEPS: dict[str, tuple[CallState, EventName | None, str]] = {
 # The steps that first see a call in this worker: their update carries its
 # identity. ("joined" always follows "received": it keeps that instant.)
 FIRST_STEPS = frozenset({"received", "started"})
+
+
+class _StepRecord(NamedTuple):
+    """What a step writes into its call's row, decided once per step, not per call."""
+
+    state: CallState
+    event: EventName | None
+    identity: bool  # the first sighting: name, tracking id, received...
+    started: bool
+    finished: bool
+
+
+_STEP_RECORDS = {
+    step: _StepRecord(
+        state, event, step in FIRST_STEPS, step in ("started", "running"), state.is_final
+    )
+    for step, (state, event, _live) in STEPS.items()
+}
 # The steps whose note names only the socket, so their live event's data is
 # fixed per socket. (A join's note names the argument delivered: not fixed.)
 ROUTINE_STEPS = frozenset({"received", "running", "postrun"})
@@ -94,9 +112,9 @@ class RecordSink:
         note: str,
         at: float,
     ) -> None:
-        state, event, _live = STEPS[step]
-        values: dict[str, Any] = {"state": state, "attempt": call.attempt}
-        if step in FIRST_STEPS:
+        record = _STEP_RECORDS[step]
+        values: dict[str, Any] = {"state": record.state, "attempt": call.attempt}
+        if record.identity:
             # The call's identity, once: later steps merge into this update in
             # memory, or into its row, and carry only what changed.
             values["name"] = socket.name
@@ -111,12 +129,11 @@ class RecordSink:
             ):
                 if value is not None:
                     values[name] = value
-            if step == "started":
-                values["started"] = at
-        elif step == "running":
+        if record.started:
             values["started"] = at
-        if state.is_final:
+        if record.finished:
             values["finished"] = at
+        event = record.event
         if event is not None:
             values["error"] = note
         self.recorder.record_call_values(call.call_id, values)
