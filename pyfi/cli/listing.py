@@ -429,12 +429,14 @@ def list_calls(
     # counting stops a good way past the page asked for.
     cap = max(COUNT_CAP, page * rows)
     with flow.transaction() as session:
-        counted = session.scalar(select(func.count()).select_from(query.limit(cap + 1).subquery()))
+        counted = (
+            session.scalar(select(func.count()).select_from(query.limit(cap + 1).subquery())) or 0
+        )
         order = models.Call.created.asc() if ascend else models.Call.created.desc()
         found = session.scalars(query.order_by(order).offset((page - 1) * rows).limit(rows))
         records = [to_dict(call, raw=True) for call in found]
-    exact = (counted or 0) <= cap
-    total = (counted or 0) if exact else cap
+    exact = counted <= cap
+    total = counted if exact else cap
     if as_json:
         print_json(
             {"page": page, "rows": rows, "total": total if exact else None}

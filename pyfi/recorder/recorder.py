@@ -181,9 +181,7 @@ class CallRecorder(Closeable):
         # Wake the writer only on the transitions it acts on, so most records
         # cost no notification: the first entry (start the interval) and a
         # full batch (write now).
-        buffer = self._buffer
-        waiting = len(buffer.calls) + len(buffer.events)
-        if waiting in (1, self.batch_size):
+        if self._buffer.waiting() in (1, self.batch_size):
             self._wake.notify()
 
     def _warn_dropping(self) -> None:
