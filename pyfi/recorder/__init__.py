@@ -7,10 +7,11 @@ append to memory under a lock, and one daemon thread writes what accumulated:
 
 * Updates of the same call are merged while they wait (:mod:`.buffer`), so a
   call costs one row write per batch however many times its state changed.
-* A batch is one transaction (:mod:`.writer`): calls are upserted first (events
-  have a foreign key to them), then events are inserted. Both statements are
-  idempotent (``ON CONFLICT``), so a batch whose commit was lost with the
-  connection can simply be written again.
+* A batch is one transaction (:mod:`.writer`; on PostgreSQL over the
+  recorder's own connection, :mod:`.postgres`): calls are upserted first
+  (events have a foreign key to them), then events are inserted. Both
+  statements are idempotent (``ON CONFLICT``), so a batch whose commit was
+  lost with the connection can simply be written again.
 * A database that cannot be reached keeps the batch in memory and is retried
   with exponential backoff (:mod:`.recorder`); new records keep arriving
   meanwhile. Memory is bounded by ``max_buffer``: past it the oldest events go

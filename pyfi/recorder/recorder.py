@@ -26,8 +26,7 @@ from pyfi.resources import Closeable
 # The database side (SQLAlchemy, the models, the statements) is imported by the
 # writer thread when it first writes: a worker starts consuming without it.
 if TYPE_CHECKING:
-    from pyfi.db.session import Database
-    from pyfi.recorder.writer import Statements
+    from pyfi.recorder.writer import BatchWriter
 
 log = logging.getLogger("pyfi.recorder")
 
@@ -101,8 +100,7 @@ class CallRecorder(Closeable):
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.retry_max_s = retry_max_s
-        self._statements: Statements | None = None
-        self._database: Database | None = None
+        self._writer: BatchWriter | None = None
         self._buffer = Buffer(max_buffer)
         lock = threading.Lock()
         # The recording path takes the lock itself (a C call) rather than
@@ -241,8 +239,8 @@ class CallRecorder(Closeable):
         self._thread.join(max(deadline - time.monotonic(), 0.1))
         if self._thread.is_alive():  # stuck in a connect; it is a daemon, let it be
             return False
-        if self._database is not None:
-            self._database.dispose()
+        if self._writer is not None:
+            self._writer.close()
         return flushed
 
     @property
@@ -300,25 +298,22 @@ class CallRecorder(Closeable):
             self._wake.wait(None if due is None else due - now)
         return None
 
-    def _connect(self) -> tuple[Database, Statements]:
-        # Built here, lazily: constructing a SQLite Database creates its folder,
-        # which fails while the storage is away, and that is an outage too.
-        if self._database is None or self._statements is None:
-            from pyfi.db.session import Database
-            from pyfi.recorder.writer import Statements
+    def _connect(self) -> BatchWriter:
+        # Built here, lazily, in the writer thread: building one may fail
+        # while the storage is away, and that is an outage too.
+        if self._writer is None:
+            from pyfi.recorder.writer import open_writer
 
-            self._database = Database(self.database_url)
-            self._statements = Statements(self._database.engine.dialect.name)
-        return self._database, self._statements
+            self._writer = open_writer(self.database_url)
+        return self._writer
 
     def _write_batch(self, batch: Batch) -> None:
-        from pyfi.recorder.writer import describe, is_transient, write
+        from pyfi.recorder.writer import describe, is_transient
 
         records = batch.records
-        database, statements = self._connect()
+        writer = self._connect()
         try:
-            with database.transaction() as session:
-                write(session, statements, batch.calls, batch.events)
+            writer.write(batch.calls, batch.events)
         except Exception as exc:
             if is_transient(exc):
                 raise
@@ -328,39 +323,34 @@ class CallRecorder(Closeable):
                 batch.records,
                 describe(exc),
             )
-            self._write_each(database, statements, batch)
+            self._write_each(writer, batch)
         with self._wake:
             self._written += self._buffer.finish(batch)
             resumed = self._end_outage(records)
         if resumed:
             log.info(*resumed)
 
-    def _write_each(self, database: Database, statements: Statements, batch: Batch) -> None:
+    def _write_each(self, writer: BatchWriter, batch: Batch) -> None:
         """Write a refused batch one record per transaction, rejecting the bad ones.
 
         Each record leaves the batch once settled, so a transient error midway
         (re-raised) puts back only what is left.
         """
         while batch.calls:
-            refusal = self._try_write(database, statements, batch.calls[:1], [])
+            refusal = self._try_write(writer, batch.calls[:1], [])
             self._settle_first(batch, refusal, call=True)
         while batch.events:
-            refusal = self._try_write(database, statements, [], batch.events[:1])
+            refusal = self._try_write(writer, [], batch.events[:1])
             self._settle_first(batch, refusal, call=False)
 
     def _try_write(
-        self,
-        database: Database,
-        statements: Statements,
-        calls: list[PendingCall],
-        events: list[PendingEvent],
+        self, writer: BatchWriter, calls: list[PendingCall], events: list[PendingEvent]
     ) -> Exception | None:
         """Write in a transaction of its own; the error if the database refuses the content."""
-        from pyfi.recorder.writer import is_transient, write
+        from pyfi.recorder.writer import is_transient
 
         try:
-            with database.transaction() as session:
-                write(session, statements, calls, events)
+            writer.write(calls, events)
         except Exception as exc:
             if is_transient(exc):
                 raise

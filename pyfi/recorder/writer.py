@@ -11,17 +11,19 @@ the ``ON CONFLICT DO UPDATE`` clause, so rows setting different columns share
 the statement. On PostgreSQL the rows travel as one JSON document read by
 ``json_to_recordset()``: one parameter and one round trip for the batch, where
 ``executemany`` would adapt and send every row on its own (that per-row work
-was most of what recording cost a worker). SQLite, embedded and in-process,
-takes the same statement through ``executemany``.
+was most of what recording cost a worker); :mod:`.postgres` runs it. SQLite,
+embedded and in-process, takes the same statement through ``executemany`` in
+a session (:class:`SessionWriter`).
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
+import psycopg
 from sqlalchemy import (
     ColumnElement,
     DateTime,
@@ -42,6 +44,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
@@ -49,6 +52,7 @@ from sqlalchemy.types import TypeEngine
 
 from pyfi.db.base import Base
 from pyfi.db.enums import CallState
+from pyfi.db.session import Database
 from pyfi.db.types import utcnow
 from pyfi.errors import DatabaseNotInitialised, DatabaseUnavailable
 from pyfi.recorder.buffer import FINAL_STATES, UPDATE_FIELDS, PendingCall, PendingEvent
@@ -189,21 +193,56 @@ class Statements:
         return self._insert(self._events).on_conflict_do_nothing(index_elements=[self._events.c.id])
 
 
+class BatchWriter(Protocol):
+    """Writes a batch in one transaction; the recorder's writer thread is its only user."""
+
+    def write(self, calls: list[PendingCall], events: list[PendingEvent]) -> None:
+        """Write ``calls``, then ``events``; raise what :func:`is_transient` sorts."""
+
+    def close(self) -> None:
+        """Release the connection(s); a later write may open them again."""
+
+
+def open_writer(database_url: str) -> BatchWriter:
+    """The writer for ``database_url``'s database: its own psycopg connection on PostgreSQL."""
+    if make_url(database_url).get_backend_name() == "postgresql":
+        from pyfi.recorder.postgres import PostgresWriter
+
+        return PostgresWriter(database_url)
+    return SessionWriter(database_url)
+
+
+class SessionWriter:
+    """Writes each batch in a session of a :class:`~pyfi.db.session.Database` (SQLite)."""
+
+    def __init__(self, database_url: str) -> None:
+        # Built here, in the writer thread: constructing a SQLite Database
+        # creates its folder, which fails while the storage is away, and that
+        # is an outage too.
+        self._database = Database(database_url)
+        self._statements = Statements(self._database.engine.dialect.name)
+        if self._statements.postgresql:
+            raise ValueError("PostgreSQL batches are written by pyfi.recorder.postgres")
+
+    def write(self, calls: list[PendingCall], events: list[PendingEvent]) -> None:
+        with self._database.transaction() as session:
+            write(session, self._statements, calls, events)
+
+    def close(self) -> None:
+        self._database.dispose()
+
+
 def write(
     session: Session,
     statements: Statements,
     calls: list[PendingCall],
     events: list[PendingEvent],
 ) -> None:
-    """Write ``calls``, then ``events``, in the session's transaction."""
+    """Write ``calls``, then ``events``, in the session's transaction (``executemany``)."""
     owner = session.info.get("owner")
     now = utcnow()
     if calls:
-        if statements.postgresql:
-            parameters = {"rows": json_rows(calls), "updated": now, "owner": owner}
-            session.connection().execute(statements.upsert_calls(), parameters)
-        else:
-            session.execute(statements.upsert_calls(), [_call_row(e, now, owner) for e in calls])
+        session.execute(statements.upsert_calls(), [_call_row(e, now, owner) for e in calls])
     if not events:
         return
     known = {entry.call_id for entry in calls}
@@ -230,20 +269,22 @@ def write(
     session.execute(statements.insert_events(), event_rows)
 
 
-def json_rows(calls: list[PendingCall]) -> str:
+def json_rows(calls: list[PendingCall], orphans: dict[str, float]) -> str:
     """The batch's JSON document: each call's id, first sighting and the columns it sets.
 
     Columns left out read as NULL (``json_to_recordset``) and the statement
     fills in the identity's stand-ins; ids are already text and instants
-    seconds since the epoch. Encoded by orjson: a batch of 256 rows takes it
+    seconds since the epoch. ``orphans`` (call id: first sighting) are calls
+    known only from an event: a row of stand-ins each, which the merge rules
+    let no real value give way to. Encoded by orjson: a batch of 256 rows takes it
     ≈ 30 µs, where the standard library's encoder took ≈ 2.3 µs a row and,
     in a worker whose calls wait for the interpreter meanwhile, held it for
     milliseconds per batch (the calls that overlapped one were the slowest
     of a run).
     """
-    return orjson.dumps(
-        [{"id": entry.call_id, "created": entry.created, **entry.values} for entry in calls]
-    ).decode()
+    rows = [{"id": entry.call_id, "created": entry.created, **entry.values} for entry in calls]
+    rows.extend({"id": call_id, "created": created} for call_id, created in orphans.items())
+    return orjson.dumps(rows).decode()
 
 
 def _call_row(entry: PendingCall, now: datetime, owner: str | None) -> dict[str, Any]:
@@ -302,7 +343,9 @@ def is_transient(exc: BaseException) -> bool:
     """
     if isinstance(exc, DatabaseUnavailable | DatabaseNotInitialised | OSError):
         return True
-    if isinstance(exc, OperationalError | InterfaceError):
+    if isinstance(exc, OperationalError | InterfaceError):  # through SQLAlchemy
+        return True
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):  # straight from it
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 

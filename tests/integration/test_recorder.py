@@ -615,3 +615,51 @@ def test_recorder_resumes_after_its_connections_are_cut(postgres_url: str) -> No
     finally:
         proxy.stop()
         database.dispose()
+
+
+RECORDER_CONNECTIONS = (
+    "SELECT pid, state FROM pg_stat_activity"
+    " WHERE application_name = 'pyfi-recorder' AND datname = current_database()"
+)
+
+
+@requires_postgres
+@pytest.mark.postgres
+def test_recorder_writes_to_postgresql_on_a_connection_of_its_own_outside_transactions(
+    postgres_url: str,
+) -> None:
+    # Given a recorder writing to PostgreSQL
+    database = Database(postgres_url)
+    schema.upgrade(database)
+
+    def recorder_connections() -> dict[int, str]:
+        with database.connect() as conn:
+            return {pid: state for pid, state in conn.exec_driver_sql(RECORDER_CONNECTIONS)}
+
+    others = recorder_connections()  # other recorders on this server, if any
+    try:
+        with idle_recorder(postgres_url) as recorder:
+            call_ids = [uuid.uuid4() for _ in range(3)]
+            for call_id in call_ids:
+                recorder.record_call(received(call_id))
+
+            # When a batch of calls is written
+            assert recorder.flush(timeout_s=10)
+
+            # Then it went over one connection, named for DBAs, left idle (no
+            # transaction held open between batches)
+            ours = {
+                pid: state for pid, state in recorder_connections().items() if pid not in others
+            }
+            assert list(ours.values()) == ["idle"]
+
+            # And each row names the database user that wrote it
+            with database.connect() as conn:
+                user = conn.exec_driver_sql("SELECT current_user").scalar_one()
+            for call_id in call_ids:
+                assert load_call(database, call_id).owner == user
+
+        # And closing the recorder closes its connection
+        assert not set(recorder_connections()) & set(ours)
+    finally:
+        database.dispose()
