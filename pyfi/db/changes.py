@@ -61,6 +61,7 @@ from sqlalchemy.orm import Session, attributes
 
 from pyfi.config import mask_url
 from pyfi.db import models
+from pyfi.db.direct import connect_direct, conninfo_from_url
 from pyfi.db.types import utcnow
 from pyfi.errors import ConfigurationError, DatabaseUnavailable
 
@@ -84,7 +85,6 @@ EVERYTHING = "*"
 # PostgreSQL refuses payloads of 8000 bytes or more; leave room for the schema.
 _MAX_PAYLOAD_BYTES = 7600
 _APPLICATION_NAME = "pyfi-changes"
-_CONNECT_TIMEOUT_S = 5
 _MIN_BACKOFF_S = 0.1
 _MAX_BACKOFF_S = 5.0
 _ANNOUNCED = "pyfi.changes.announced"
@@ -258,34 +258,6 @@ def _forget_announced(session: Session, *_args: Any) -> None:
     session.info.pop(_ANNOUNCED, None)
 
 
-def conninfo_from_url(database_url: str) -> str:
-    """Turn a SQLAlchemy PostgreSQL URL into a libpq connection string.
-
-    The driver suffix (``+psycopg``) is dropped and query parameters such as
-    ``options=-csearch_path%3Dt_abc`` are kept, decoded.
-
-    Raises
-    ------
-    ConfigurationError
-        The URL is not a PostgreSQL URL.
-    """
-    from psycopg.conninfo import make_conninfo
-
-    url = make_url(database_url)
-    if url.get_backend_name() != "postgresql":
-        raise ConfigurationError(f"not a PostgreSQL URL: {mask_url(database_url)}")
-    params: dict[str, Any] = {
-        "host": url.host,
-        "port": url.port,
-        "user": url.username,
-        "password": url.password,
-        "dbname": url.database,
-    }
-    for key, value in url.query.items():
-        params[key] = value[-1] if isinstance(value, tuple) else value
-    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
-
-
 class _Backend(Protocol):
     def wait(self, timeout_s: float) -> list[Change]: ...
 
@@ -404,20 +376,10 @@ class _PostgresListener:
         return int(self._conn.info.backend_pid) if self._conn is not None else None
 
     def _connect(self) -> None:
-        import psycopg
-
-        conn = psycopg.connect(
-            self._conninfo,
-            autocommit=True,
-            connect_timeout=_CONNECT_TIMEOUT_S,
-            application_name=_APPLICATION_NAME,
+        listen = f"LISTEN {CHANNEL}"
+        conn, row = connect_direct(
+            self._conninfo, _APPLICATION_NAME, "SELECT current_schema()", setup=[listen]
         )
-        try:
-            conn.execute(f"LISTEN {CHANNEL}")
-            row = conn.execute("SELECT current_schema()").fetchone()
-        except BaseException:
-            conn.close()
-            raise
         self._schema = row[0] if row else None
         self._conn = conn
 

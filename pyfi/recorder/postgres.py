@@ -31,8 +31,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
 from pyfi.config import mask_url
-from pyfi.db.changes import conninfo_from_url
-from pyfi.db.session import CONNECT_TIMEOUT_S
+from pyfi.db.direct import connect_direct, conninfo_from_url
 from pyfi.db.types import utcnow
 from pyfi.errors import DatabaseNotInitialised
 from pyfi.recorder.buffer import PendingCall, PendingEvent
@@ -155,17 +154,7 @@ class PostgresWriter:
         connection = self._connection
         if connection is not None and not connection.closed:
             return connection
-        connection = psycopg.connect(
-            self._conninfo,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_S,
-            application_name=APPLICATION_NAME,
-        )
-        try:
-            row = connection.execute("SELECT current_user").fetchone()
-        except BaseException:
-            connection.close()
-            raise
+        connection, row = connect_direct(self._conninfo, APPLICATION_NAME, "SELECT current_user")
         self._owner = str(row[0]) if row else None
         self._connection = connection
         return connection
