@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.engine import make_url
 
 from pyfi.config import mask_url
-from pyfi.db.session import CONNECT_TIMEOUT_S
 from pyfi.errors import ConfigurationError
 
 if TYPE_CHECKING:  # psycopg is imported when first needed: the CLI starts without it
     import psycopg
+
+# How long a connection attempt may take, here and in the engines' pools.
+CONNECT_TIMEOUT_S = 5
 
 
 def conninfo_from_url(database_url: str) -> str:

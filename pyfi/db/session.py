@@ -22,12 +22,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pyfi.config import mask_url
 from pyfi.db.base import Audited
+from pyfi.db.direct import CONNECT_TIMEOUT_S
 from pyfi.db.models.runtime import Event, Log
 from pyfi.errors import DatabaseNotInitialised, DatabaseUnavailable
 
 # How long an embedded writer waits for another process's lock before failing.
 SQLITE_BUSY_TIMEOUT_MS = 15_000
-CONNECT_TIMEOUT_S = 5
 
 _MISSING_TABLE = re.compile(r"no such table|relation \S+ does not exist|UndefinedTable", re.I)
 
