@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ from bench.systems.base import Services, System
 
 VHOST = os.environ.get("BENCH_VHOST", "pyfi-bench")
 SCHEMA = os.environ.get("BENCH_SCHEMA", "bench_run")
+DATABASE = os.environ.get("BENCH_DB", "postgresql+psycopg://postgres@127.0.0.1/test")
+# W8's second system, beside the first: its vhost and schema take this suffix.
+W8_OFF_SUFFIX = "_w8_off"
 
 # Full sizes, from the issue; --scale shrinks them (never below 2).
 SIZES = {
@@ -47,38 +51,45 @@ SIZES = {
 }
 
 
-def services(workdir: Path) -> Services:
-    """Fresh, isolated places on the shared servers for this run."""
+def services(workdir: Path, suffix: str = "", *, flush: bool = True) -> Services:
+    """Fresh, isolated places on the shared servers for this run.
+
+    ``suffix`` names a second set (its own vhost and schema) for a system that
+    runs beside another; ``flush`` False leaves the Redis database alone,
+    which the other system is using.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
     host = os.environ.get("BENCH_AMQP_HOST", "127.0.0.1:5672")
+    vhost = VHOST + suffix
     for command in (
-        ["rabbitmqctl", "-q", "delete_vhost", VHOST],
-        ["rabbitmqctl", "-q", "add_vhost", VHOST],
-        ["rabbitmqctl", "-q", "set_permissions", "-p", VHOST, "guest", ".*", ".*", ".*"],
+        ["rabbitmqctl", "-q", "delete_vhost", vhost],
+        ["rabbitmqctl", "-q", "add_vhost", vhost],
+        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
     ):
         subprocess.run(command, capture_output=True, check=command[2] != "delete_vhost")
     redis_url = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/13")
-    import redis
+    if flush:
+        import redis
 
-    redis.Redis.from_url(redis_url).flushdb()
-    database = os.environ.get("BENCH_DB", "postgresql+psycopg://postgres@127.0.0.1/test")
-    _reset_schema(database)
+        redis.Redis.from_url(redis_url).flushdb()
+    _reset_schema(DATABASE, SCHEMA + suffix)
     return Services(
-        amqp_url=f"amqp://guest:guest@{host}/{VHOST}",
+        amqp_url=f"amqp://guest:guest@{host}/{vhost}",
         redis_url=redis_url,
-        database_url=f"{database}?options=-csearch_path%3D{SCHEMA}",
+        database_url=f"{DATABASE}?options=-csearch_path%3D{SCHEMA + suffix}",
         workdir=workdir,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
 
 
-def _reset_schema(database: str, drop_only: bool = False) -> None:
+def _reset_schema(database: str, schema: str, drop_only: bool = False) -> None:
     import psycopg
 
     dsn = database.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         if not drop_only:
-            conn.execute(f'CREATE SCHEMA "{SCHEMA}"')
+            conn.execute(f'CREATE SCHEMA "{schema}"')
 
 
 def build(name: str, shared: Services, **options: Any) -> System:
@@ -169,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="pyfi-bench-") as folder:
         for name in chosen:
             shared = services(Path(folder) / name)
-            shared.workdir.mkdir(parents=True)
             if name == "raw":
                 from bench.systems.raw import raw_ceiling
 
@@ -185,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
                 system.stop()
             if name == "pyfi":
                 measure_pyfi_extras(run, shared, folder, args, log)
-    database = os.environ.get("BENCH_DB", "postgresql+psycopg://postgres@127.0.0.1/test")
-    _reset_schema(database, drop_only=True)
+    _reset_schema(DATABASE, SCHEMA, drop_only=True)
+    for vhost in (VHOST, VHOST + W8_OFF_SUFFIX):
+        command = ["rabbitmqctl", "-q", "delete_vhost", vhost]
+        subprocess.run(command, check=False, capture_output=True)
     print(table(run.figures()))
     cpu = run.cpu.figures()
     if cpu:
@@ -207,51 +219,79 @@ def measure_pyfi_extras(
     """W7 (start-up, redeploy) and W8 (provenance on vs off), which only pyfi has."""
     from bench.systems.pyfi_system import PyfiSystem
 
-    n = run.sizes["W1"]
-    for _ in range(run.reps):
-        log("pyfi: W8")
-        rates, spent = {}, {}
-        # "on" with nobody subscribed (workers then send no live events, see
-        # pyfi.events.audience), "listened" with `flow listen` on every
-        # channel, "off" with neither records nor events.
-        for setting in ("on", "listened", "off"):
-            fresh = services(Path(folder) / f"w8-{setting}-{len(run.w8.values.get('pyfi', []))}")
-            fresh.workdir.mkdir(parents=True)
-            system = PyfiSystem(fresh, provenance=setting != "off")
-            system.start()
-            listener = system.attach_listener() if setting == "listened" else None
-            try:
-                # Both sides warm up alike (connections, the first batch of
-                # records), so the ratio is of recording, not of start-up.
-                system.roundtrip(max(2, n // 10))
-                workers = {process.pid for process in system.processes}
-                with run.cpu.measure(None, "pyfi", n, workers) as used:
-                    rates[setting] = n / timed(lambda s=system: s.roundtrip(n))  # type: ignore[misc]
-                spent[setting] = used
-                if setting == "on":
-                    log("pyfi: W7 first call")
-                    run.w7_first.add("pyfi", system.first_call_s())
-                    run.w7_spec.add("pyfi", system.first_call_s(from_spec=True))
-            finally:
-                if listener is not None:
-                    listener.terminate()
-                    listener.wait(10)
-                system.stop()
-        # Above 1: recording costs that fraction of throughput.
-        run.w8.add("pyfi", rates["off"] / rates["on"])
-        run.w8_listened.add("pyfi", rates["off"] / rates["listened"])
-        for setting, workload in (("on", "W8"), ("listened", "W8+listen")):
-            if spent[setting]:  # what recording and live events cost, per role
-                off = spent["off"]
-                run.cpu.add(workload, "pyfi", {r: v - off[r] for r, v in spent[setting].items()})
+    measure_w8(run, Path(folder), log)
+    # W7's first call: a worker process started alone, the call already queued.
+    system = PyfiSystem(services(Path(folder) / "w7"))
+    system.start()
+    try:
+        for _ in range(run.reps):
+            log("pyfi: W7 first call")
+            run.w7_first.add("pyfi", system.first_call_s())
+            run.w7_spec.add("pyfi", system.first_call_s(from_spec=True))
+    finally:
+        system.stop()
     if not args.skip_agent:
         from bench.systems.pyfi_agent import redeploy_seconds
 
         log("pyfi: W7 agent redeploy")
         fresh = services(Path(folder) / "agent")
-        fresh.workdir.mkdir(parents=True)
         for seconds in redeploy_seconds(fresh, run.reps):
             run.w7_redeploy.add("pyfi", seconds)
+
+
+def measure_w8(run: Run, folder: Path, log: Callable[[str], None]) -> None:
+    """W1 with provenance on, on with `flow listen` attached, and off, in alternation.
+
+    Two systems run side by side for the whole measurement (their own vhosts
+    and schemas), so that the three settings of a repetition are measured
+    seconds apart rather than a start-up apart: on this host the speed of
+    everything drifts by a quarter within minutes, and a ratio of two
+    figures taken far apart measured the drift. "on" has nobody subscribed
+    to live events (its workers then send none, see pyfi.events.audience);
+    "listened" is the same system with `flow listen --name global --json`
+    attached; "off" records and publishes nothing.
+    """
+    from bench.systems.pyfi_system import PyfiSystem
+    from pyfi.events.audience import RECHECK_S
+
+    n = run.sizes["W1"]
+    on = PyfiSystem(services(folder / "w8-on"), provenance=True)
+    off = PyfiSystem(services(folder / "w8-off", W8_OFF_SUFFIX, flush=False), provenance=False)
+    try:
+        for system in (on, off):
+            system.start()
+            # Both warm up alike (connections, the first batch of records), so
+            # the ratio is of recording, not of start-up.
+            system.roundtrip(max(2, n // 10))
+        for _ in range(run.reps):
+            log("pyfi: W8")
+            rates, spent = {}, {}
+            for setting, system in (("on", on), ("listened", on), ("off", off)):
+                listener = system.attach_listener() if setting == "listened" else None
+                workers = {process.pid for process in system.processes}
+                try:
+                    with run.cpu.measure(None, "pyfi", n, workers) as used:
+                        rates[setting] = n / timed(lambda s=system: s.roundtrip(n))  # type: ignore[misc]
+                finally:
+                    if listener is not None:
+                        listener.terminate()
+                        listener.wait(10)
+                spent[setting] = used
+            # Above 1: recording costs that fraction of throughput.
+            run.w8.add("pyfi", rates["off"] / rates["on"])
+            run.w8_listened.add("pyfi", rates["off"] / rates["listened"])
+            for setting, workload in (("on", "W8"), ("listened", "W8+listen")):
+                if spent[setting]:  # what recording and live events cost, per role
+                    base = spent["off"]
+                    run.cpu.add(
+                        workload, "pyfi", {r: v - base[r] for r, v in spent[setting].items()}
+                    )
+            # The next "on" must find its workers sure the listener has gone.
+            time.sleep(2 * RECHECK_S)
+    finally:
+        on.stop()
+        off.stop()
+        _reset_schema(DATABASE, SCHEMA + W8_OFF_SUFFIX, drop_only=True)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,12 @@ def test_bench_runs_every_pyfi_workload(tmp_path: Path) -> None:
                 assert len(cpu[f"{workload} CPU {role}"]) == 1, (workload, role)
         assert all(cpu[f"{w} CPU {role}"][0] >= 0 for w in ("W1", "W2", "W3") for role in ROLES)
 
+    # And the run leaves no vhost of its own behind on the shared broker
+    vhosts = subprocess.run(
+        ["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert not [vhost for vhost in vhosts if vhost.startswith(env["BENCH_VHOST"])]
+
 
 def _figures(path: Path) -> list[dict]:
     return json.loads(path.read_text())["figures"]
