@@ -240,7 +240,7 @@ def measure_pyfi_extras(
 
 
 def measure_w8(run: Run, folder: Path, log: Callable[[str], None]) -> None:
-    """W1 with provenance on, on with `flow listen` attached, and off, in alternation.
+    """W1 with provenance on, on with `flow listen` attached, and off, in turn.
 
     Two systems run side by side for the whole measurement (their own vhosts
     and schemas), so that the three settings of a repetition are measured
@@ -249,7 +249,8 @@ def measure_w8(run: Run, folder: Path, log: Callable[[str], None]) -> None:
     figures taken far apart measured the drift. "on" has nobody subscribed
     to live events (its workers then send none, see pyfi.events.audience);
     "listened" is the same system with `flow listen --name global --json`
-    attached; "off" records and publishes nothing.
+    attached; "off" records and publishes nothing. Each repetition starts
+    with another setting, and every measurement follows a warm-up of its own.
     """
     from bench.systems.pyfi_system import PyfiSystem
     from pyfi.events.audience import RECHECK_S
@@ -263,19 +264,25 @@ def measure_w8(run: Run, folder: Path, log: Callable[[str], None]) -> None:
             # Both warm up alike (connections, the first batch of records), so
             # the ratio is of recording, not of start-up.
             system.roundtrip(max(2, n // 10))
-        for _ in range(run.reps):
+        settings = [("on", on), ("listened", on), ("off", off)]
+        for rep in range(run.reps):
             log("pyfi: W8")
             rates, spent = {}, {}
-            for setting, system in (("on", on), ("listened", on), ("off", off)):
+            # Each setting goes first in turn, and each is measured right
+            # after a warm-up of its own: no setting always follows a pause.
+            for setting, system in settings[rep % 3 :] + settings[: rep % 3]:
                 listener = system.attach_listener() if setting == "listened" else None
                 workers = {process.pid for process in system.processes}
                 try:
+                    system.roundtrip(max(2, n // 10))
                     with run.cpu.measure(None, "pyfi", n, workers) as used:
                         rates[setting] = n / timed(lambda s=system: s.roundtrip(n))  # type: ignore[misc]
                 finally:
                     if listener is not None:
                         listener.terminate()
                         listener.wait(10)
+                        # "on" must find its workers sure the listener has gone.
+                        time.sleep(2 * RECHECK_S)
                 spent[setting] = used
             # Above 1: recording costs that fraction of throughput.
             run.w8.add("pyfi", rates["off"] / rates["on"])
@@ -286,8 +293,6 @@ def measure_w8(run: Run, folder: Path, log: Callable[[str], None]) -> None:
                     run.cpu.add(
                         workload, "pyfi", {r: v - base[r] for r, v in spent[setting].items()}
                     )
-            # The next "on" must find its workers sure the listener has gone.
-            time.sleep(2 * RECHECK_S)
     finally:
         on.stop()
         off.stop()
