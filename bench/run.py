@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 system.stop()
             if name == "pyfi":
-                measure_pyfi_extras(run, shared, folder, args, log)
+                measure_pyfi_extras(run, folder, args, log)
     _reset_schema(DATABASE, SCHEMA, drop_only=True)
     for vhost in (VHOST, VHOST + W8_OFF_SUFFIX):
         command = ["rabbitmqctl", "-q", "delete_vhost", vhost]
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure_pyfi_extras(
-    run: Run, shared: Services, folder: str, args: argparse.Namespace, log: Callable[[str], None]
+    run: Run, folder: str, args: argparse.Namespace, log: Callable[[str], None]
 ) -> None:
     """W7 (start-up, redeploy) and W8 (provenance on vs off), which only pyfi has."""
     from bench.systems.pyfi_system import PyfiSystem
@@ -222,7 +222,7 @@ def measure_pyfi_extras(
     measure_w8(run, Path(folder), log)
     # W7's first call: a worker process started alone, the call already queued.
     system = PyfiSystem(services(Path(folder) / "w7"))
-    system.start()
+    system.declare()
     try:
         for _ in range(run.reps):
             log("pyfi: W7 first call")

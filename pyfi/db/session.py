@@ -124,6 +124,13 @@ def _fill_owner(session: Session, _context: Any, _instances: Any) -> None:
             obj.owner = owner
 
 
+def not_initialised(url: str) -> DatabaseNotInitialised:
+    """The error for a database without pyfi's tables, whichever driver found out."""
+    return DatabaseNotInitialised(
+        f"the database {mask_url(url)} has no pyfi tables; run `flow db init` first"
+    )
+
+
 @contextmanager
 def translate_errors(url: str) -> Iterator[None]:
     """Turn "cannot connect" and "no such table" driver errors into pyfi errors."""
@@ -132,9 +139,7 @@ def translate_errors(url: str) -> Iterator[None]:
     except (OperationalError, ProgrammingError) as exc:
         detail = _first_line(exc)
         if _MISSING_TABLE.search(detail):
-            raise DatabaseNotInitialised(
-                f"the database {mask_url(url)} has no pyfi tables; run `flow db init` first"
-            ) from exc
+            raise not_initialised(url) from exc
         if isinstance(exc, OperationalError):
             # Refused or timed-out connections, unreadable SQLite files, locks
             # held past the busy timeout: all mean "the database is not usable".

@@ -30,10 +30,9 @@ from sqlalchemy.dialects.postgresql import psycopg as psycopg_dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
-from pyfi.config import mask_url
 from pyfi.db.direct import connect_direct, conninfo_from_url
+from pyfi.db.session import not_initialised
 from pyfi.db.types import utcnow
-from pyfi.errors import DatabaseNotInitialised
 from pyfi.recorder.buffer import PendingCall, PendingEvent
 from pyfi.recorder.writer import Statements, json_rows
 
@@ -136,10 +135,7 @@ class PostgresWriter:
                 with connection.cursor() as cursor:
                     cursor.executemany(self._insert_events.sql, self._event_rows(events))
         except pg_errors.UndefinedTable as exc:
-            raise DatabaseNotInitialised(
-                f"the database {mask_url(self.database_url)} has no pyfi tables; "
-                "run `flow db init` first"
-            ) from exc
+            raise not_initialised(self.database_url) from exc
         except (psycopg.OperationalError, psycopg.InterfaceError):
             self.close()  # connect anew at the next attempt
             raise

@@ -221,8 +221,6 @@ class SessionWriter:
         # is an outage too.
         self._database = Database(database_url)
         self._statements = Statements(self._database.engine.dialect.name)
-        if self._statements.postgresql:
-            raise ValueError("PostgreSQL batches are written by pyfi.recorder.postgres")
 
     def write(self, calls: list[PendingCall], events: list[PendingEvent]) -> None:
         with self._database.transaction() as session:
