@@ -99,6 +99,7 @@ def start(
         join_ttl_s=join_ttl,
         record=record,
         events=events,
+        freeze_heap=True,  # this process is the worker's alone
     )
     if spec_file is not None:
         spec = spec_from_json(spec_file.read_text())

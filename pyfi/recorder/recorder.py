@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,10 @@ class CallRecorder(Closeable):
         The most entries held in memory while the database is away.
     retry_max_s:
         The longest pause between two write attempts during an outage.
+    on_first_write:
+        Called once, in the writer thread, after the first batch is written:
+        by then everything writing needs is imported and connected. A
+        worker uses it to exempt those objects from garbage collection.
 
     Raises
     ------
@@ -86,6 +91,7 @@ class CallRecorder(Closeable):
         flush_interval_s: float = 0.2,
         max_buffer: int = 100_000,
         retry_max_s: float = 5.0,
+        on_first_write: Callable[[], None] | None = None,
     ) -> None:
         for label, value in (
             ("batch_size", batch_size),
@@ -100,6 +106,7 @@ class CallRecorder(Closeable):
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.retry_max_s = retry_max_s
+        self._on_first_write = on_first_write
         self._writer: BatchWriter | None = None
         self._buffer = Buffer(max_buffer)
         lock = threading.Lock()
@@ -329,6 +336,12 @@ class CallRecorder(Closeable):
             resumed = self._end_outage(records)
         if resumed:
             log.info(*resumed)
+        first, self._on_first_write = self._on_first_write, None
+        if first is not None:
+            try:
+                first()
+            except Exception:  # the batch is written: a hook must not have it rewritten
+                log.exception("call recorder: the first-write hook failed")
 
     def _write_each(self, writer: BatchWriter, batch: Batch) -> None:
         """Write a refused batch one record per transaction, rejecting the bad ones.

@@ -12,6 +12,7 @@ from pyfi.backend import open_backend
 from pyfi.config import Settings
 from pyfi.errors import InvalidValue
 from pyfi.wiring import ProcessorSpec, load_processor
+from pyfi.worker import heap
 from pyfi.worker.telemetry import Sink, Telemetry
 from pyfi.worker.worker import Worker, WorkerOptions
 
@@ -73,7 +74,13 @@ def build_worker_from_spec(
         spec,
         options,
         backend=open_backend(settings.backend_url),
-        telemetry=build_telemetry(settings, spec, record=options.record, events=options.events),
+        telemetry=build_telemetry(
+            settings,
+            spec,
+            record=options.record,
+            events=options.events,
+            freeze_heap=options.freeze_heap,
+        ),
     )
     return worker
 
@@ -107,6 +114,8 @@ def record_signatures_once_consuming(
             )
         finally:
             opened.dispose()
+            if worker.options.freeze_heap:
+                heap.freeze("signatures recorded")
 
     thread = threading.Thread(target=record, name="pyfi-signatures", daemon=True)
     thread.start()
@@ -122,16 +131,29 @@ def _record_signatures(worker: Worker, database: Database) -> None:
 
 
 def build_telemetry(
-    settings: Settings, spec: ProcessorSpec, *, record: bool, events: bool
+    settings: Settings,
+    spec: ProcessorSpec,
+    *,
+    record: bool,
+    events: bool,
+    freeze_heap: bool = False,
 ) -> Telemetry:
-    """Call records (batched into the database) and live events, each optional."""
+    """Call records (batched into the database) and live events, each optional.
+
+    ``freeze_heap``: the recorder's first write imports the database modules
+    it needs; once it is done, they join the objects exempt from garbage
+    collection (see :mod:`pyfi.worker.heap`).
+    """
     sinks: list[Sink] = []
     closers: list[Any] = []
     if record:
         from pyfi.recorder import CallRecorder
         from pyfi.worker.sinks import RecordSink
 
-        recorder = CallRecorder(settings.database_url)
+        recorder = CallRecorder(
+            settings.database_url,
+            on_first_write=(lambda: heap.freeze("first calls recorded")) if freeze_heap else None,
+        )
         sinks.append(RecordSink(recorder, {s.name: s.id for s in spec.sockets}))
         closers.append(recorder.close)
     if events:

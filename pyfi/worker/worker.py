@@ -42,7 +42,7 @@ from pyfi.config import ENV_AGENT_PID, Settings
 from pyfi.errors import BackendUnavailable, BrokerUnavailable, MessageDecodeError
 from pyfi.message import Message, derived_id
 from pyfi.wiring import ProcessorSpec, SocketSpec
-from pyfi.worker import registry
+from pyfi.worker import heap, registry
 from pyfi.worker.deadletter import dead_letter_body
 from pyfi.worker.executor import Outcome, execute
 from pyfi.worker.publishing import BatchPublisher
@@ -86,6 +86,9 @@ class WorkerOptions:
     record: bool = True  # write call and event rows (batched, in the background)
     events: bool = True  # publish live events
     install_signals: bool = True
+    # The worker owns its process: exempt start-up objects from garbage
+    # collection (pyfi.worker.heap). `flow worker start` sets it.
+    freeze_heap: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -177,23 +180,11 @@ class Worker:
             len(consumers),
             concurrency,
         )
+        if self.options.freeze_heap:
+            heap.freeze("consuming")
         self.ready.set()
-        parent = int(os.environ.get(ENV_AGENT_PID, "0"))
         try:
-            while not self._stop.is_set():
-                if parent and os.getppid() != parent:
-                    log.warning("the agent that started this worker is gone; stopping")
-                    self.stop()
-                    continue
-                if self._paused.is_set() and consumers:
-                    log.info("paused: no new calls; finishing %d in flight", len(self._settlement))
-                    _cancel(consumers)
-                    consumers = []
-                elif not self._paused.is_set() and not consumers:
-                    consumers = self._consume(broker)
-                    log.info("resumed: consuming %d socket(s)", len(consumers))
-                self._receive(broker)
-                self._settle()
+            consumers = self._serve_until_stopped(broker, consumers)
             log.info("stopping: no new calls; finishing %d in flight", len(self._settlement))
             _cancel(consumers)
             while len(self._settlement):  # graceful: finish, then ack, what was started
@@ -214,6 +205,25 @@ class Worker:
                 publisher.close()
             self.telemetry.close()
             log.info("worker for processor %s stopped", self.spec.name)
+
+    def _serve_until_stopped(self, broker: Broker, consumers: list[Any]) -> list[Any]:
+        """Receive and settle, pausing and resuming on request; the consumers left at the end."""
+        parent = int(os.environ.get(ENV_AGENT_PID, "0"))
+        while not self._stop.is_set():
+            if parent and os.getppid() != parent:
+                log.warning("the agent that started this worker is gone; stopping")
+                self.stop()
+                continue
+            if self._paused.is_set() and consumers:
+                log.info("paused: no new calls; finishing %d in flight", len(self._settlement))
+                _cancel(consumers)
+                consumers = []
+            elif not self._paused.is_set() and not consumers:
+                consumers = self._consume(broker)
+                log.info("resumed: consuming %d socket(s)", len(consumers))
+            self._receive(broker)
+            self._settle()
+        return consumers
 
     def _receive(self, broker: Broker) -> None:
         """Wait for deliveries, until the pool hands a finished message back.

@@ -520,6 +520,66 @@ def test_recorder_buffers_through_an_outage_and_writes_everything_after(
     assert "1800 records were buffered" in resumed[0]
 
 
+def test_recorder_calls_its_first_write_hook_once_a_batch_is_written_and_never_again(
+    database: Database, outage: Outage
+) -> None:
+    # Given a recorder whose hook notes what was written when it ran, and where
+    seen: list[tuple[int, int, str]] = []
+
+    def hook() -> None:
+        seen.append(
+            (
+                count_rows(database, models.Call),
+                recorder.stats.written,
+                threading.current_thread().name,
+            )
+        )
+
+    with CallRecorder(
+        outage.url, flush_interval_s=0.02, retry_max_s=RETRY_MAX_S, on_first_write=hook
+    ) as recorder:
+        # When writes fail during an outage
+        first = [uuid.uuid4() for _ in range(5)]
+        for call_id in first:
+            recorder.record_call(received(call_id))
+        wait_until(lambda: recorder.stats.failures >= 2)
+
+        # Then the hook has not run
+        assert seen == []
+
+        # When the database comes back, and later batches are written too
+        outage.end()
+        assert recorder.flush(timeout_s=20)
+        for call_id in [uuid.uuid4() for _ in range(5)]:
+            recorder.record_call(received(call_id))
+        assert recorder.flush(timeout_s=10)
+
+    # Then it ran once, in the writer thread, after the first batch was committed
+    assert seen == [(5, 5, "pyfi-call-recorder")]
+
+
+def test_a_failing_first_write_hook_neither_rewrites_nor_stops_the_recorder(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a recorder whose first-write hook raises
+    def hook() -> None:
+        raise RuntimeError("hook is broken")
+
+    with CallRecorder(database.url, flush_interval_s=0.02, on_first_write=hook) as recorder:
+        # When two batches are written, one after the other
+        for _ in range(2):
+            recorder.record_call(received())
+            assert recorder.flush(timeout_s=10)
+
+        # Then both are written once, with no failed write counted
+        stats = recorder.stats
+        assert (stats.written, stats.failures, stats.pending) == (2, 0, 0)
+    assert count_rows(database, models.Call) == 2
+    # And the hook's failure is logged
+    errors = [r for r in caplog.records if r.name == "pyfi.recorder" and r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["call recorder: the first-write hook failed"]
+
+
 def test_recorder_waits_for_the_tables_to_be_created(empty_database: Database) -> None:
     # Given a reachable database without pyfi's tables
     with CallRecorder(empty_database.url, retry_max_s=RETRY_MAX_S) as recorder:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from pyfi.config import Settings, load_settings
 from pyfi.db.session import Database
 from pyfi.dlq import list_dead_letters
 from pyfi.errors import BrokerUnavailable, InvalidValue
-from pyfi.worker.factory import build_worker
+from pyfi.worker.factory import build_worker, record_signatures_once_consuming
 from pyfi.worker.telemetry import Telemetry
 from pyfi.worker.worker import Worker, WorkerOptions
 from tests.acceptance.mesh import EXAMPLES
@@ -272,3 +273,52 @@ def _delivery_spans(database: Database, tracking_id: str) -> list[tuple[str, boo
             )
         )
         return sorted((argument, received < finished) for argument, received, finished in rows)
+
+
+@pytest.mark.parametrize("freeze_heap", [True, False])
+def test_a_worker_owning_its_process_exempts_start_up_objects_from_garbage_collection(
+    tmp_path: Path,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    freeze_heap: bool,
+) -> None:
+    import gc
+
+    # Given a recording worker, told whether it owns its process
+    caplog.set_level(logging.DEBUG, logger="pyfi.worker")
+    settings, database = _network(tmp_path, sqlite_url, monkeypatch)
+    options = WorkerOptions(
+        path=EXAMPLES, install_signals=False, events=False, freeze_heap=freeze_heap
+    )
+    assert gc.get_freeze_count() == 0
+    worker = build_worker(settings, database, "p", options, record_signatures=False)
+    thread = threading.Thread(target=worker.run)
+    try:
+        # When it starts consuming, records its signatures, and records its first call
+        thread.start()
+        assert worker.ready.wait(10)
+        frozen_at_start = gc.get_freeze_count()
+        record_signatures_once_consuming(worker, database).join(10)
+        from pyfi.client.calls import Client
+
+        with Client(settings, database) as client:
+            call = client.send("echo", ["hi"])
+            assert client.result(call.call_id, 10) == "Do this: hi"
+        _stop_with_empty_queue(worker, thread, settings)
+        frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()  # the test process's heap is the suite's
+        database.dispose()
+    steps = [
+        r.getMessage().split(":")[0] for r in caplog.records if "exempt from" in r.getMessage()
+    ]
+    if freeze_heap:
+        # Then what exists once it consumes is frozen, and more after each later start-up step
+        assert steps[0] == "consuming"
+        assert sorted(steps[1:]) == ["first calls recorded", "signatures recorded"]
+        assert 0 < frozen_at_start < frozen
+    else:
+        # Then a worker embedded in someone else's process leaves the collector alone
+        assert steps == []
+        assert frozen == 0
