@@ -137,7 +137,7 @@ def translate_errors(url: str) -> Iterator[None]:
     try:
         yield
     except (OperationalError, ProgrammingError) as exc:
-        detail = _first_line(exc)
+        detail = first_line(exc)
         if _MISSING_TABLE.search(detail):
             raise not_initialised(url) from exc
         if isinstance(exc, OperationalError):
@@ -151,13 +151,14 @@ def translate_errors(url: str) -> Iterator[None]:
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise DatabaseUnavailable(
-                f"lost the connection to the database {mask_url(url)}: {_first_line(exc)}"
+                f"lost the connection to the database {mask_url(url)}: {first_line(exc)}"
             ) from exc
         raise
 
 
-def _first_line(exc: DBAPIError) -> str:
-    original = exc.orig if exc.orig is not None else exc
+def first_line(exc: BaseException) -> str:
+    """The first line of the driver's own message, without what SQLAlchemy wraps around it."""
+    original = getattr(exc, "orig", None) or exc
     lines = [line.strip() for line in str(original).splitlines() if line.strip()]
     return lines[0] if lines else type(original).__name__
 

@@ -160,23 +160,42 @@ def record_processor_signatures(
     ``functions`` is keyed by socket name (as :func:`pyfi.worker.registry.resolve`
     returns them). A worker can serve its calls without this record, so a
     database failure is logged as a warning and never raised.
+
+    The workers of a processor start together (an agent starts one per CPU)
+    and each records the same signatures: one of two that add the same
+    argument at once finds the other's row in its way and tries again,
+    which then reads that row and has nothing left to write.
     """
     from sqlalchemy.exc import SQLAlchemyError
 
+    from pyfi.db.session import first_line
+
     try:
-        with database.transaction() as session:
-            recorded = _record_all(session, spec, functions)
+        recorded = _record_retrying_a_collision(database, spec, functions)
     except (FlowError, SQLAlchemyError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.warning(
             "could not record the function signatures of processor %s (validation will "
             "treat its sockets as unchecked): %s",
             spec.name,
-            first,
+            first_line(exc),
         )
         return
     if recorded:
         log.info("recorded the signatures of %s of processor %s", ", ".join(recorded), spec.name)
+
+
+def _record_retrying_a_collision(
+    database: Database, spec: ProcessorSpec, functions: Mapping[str, Callable[..., Any]]
+) -> list[str]:
+    """:func:`_record_all` in a transaction; once more if another worker's rows got in the way."""
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        with database.transaction() as session:
+            return _record_all(session, spec, functions)
+    except IntegrityError:
+        with database.transaction() as session:
+            return _record_all(session, spec, functions)
 
 
 def _record_all(

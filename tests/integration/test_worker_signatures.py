@@ -10,14 +10,14 @@ import pytest
 from sqlalchemy import event, select
 
 from pyfi.config import load_settings
-from pyfi.db import models
+from pyfi.db import models, schema
 from pyfi.db.session import Database
 from pyfi.network.signature import record_processor_signatures
 from pyfi.wiring import load_processor
 from pyfi.worker.factory import build_worker
 from pyfi.worker.worker import Worker, WorkerOptions
 from tests.acceptance.mesh import PROBES
-from tests.conftest import Flow
+from tests.conftest import Flow, requires_postgres
 
 
 def _probe_network(database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,3 +124,51 @@ def test_record_processor_signatures_only_warns_when_the_database_fails(
     [record] = caplog.records
     assert record.levelno == logging.WARNING
     assert "could not record the function signatures of processor probe" in record.getMessage()
+
+
+@pytest.mark.postgres
+@requires_postgres
+def test_two_workers_recording_the_same_signatures_at_once_both_succeed_quietly(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # (PostgreSQL, where two workers' transactions run side by side; SQLite lets one writer in.)
+    # Given a processor's spec and functions, and another worker of it that
+    # records the same signatures just before this one's transaction writes
+    database = Database(postgres_url)
+    schema.upgrade(database)
+    _probe_network(database, monkeypatch)
+    with database.transaction() as session:
+        spec = load_processor(session, "probe")
+    from pyfi.network import signature
+    from tests.processors import probe
+
+    functions = {"join": probe.add_two, "slow": probe.slow_once}
+    other = Database(database.url)
+    real_record_all = signature._record_all
+    raced: list[bool] = []
+
+    def other_worker_first(session: Any, *args: Any) -> list[str]:
+        def record_theirs(*_: Any) -> None:
+            if not raced:
+                raced.append(True)
+                with other.transaction() as theirs:
+                    real_record_all(theirs, spec, functions)
+
+        event.listen(session, "before_flush", record_theirs)
+        return real_record_all(session, spec, functions)
+
+    monkeypatch.setattr(signature, "_record_all", other_worker_first)
+    # When this worker records them
+    with caplog.at_level(logging.INFO, logger="pyfi.worker"):
+        record_processor_signatures(database, spec, functions)
+    other.dispose()
+    # Then the other's rows came first, this one warned of nothing, and the
+    # signatures are recorded once
+    assert raced == [True]
+    assert [r.getMessage() for r in caplog.records] == []
+    with database.transaction() as session:
+        names = session.scalars(
+            select(models.Argument.name).join(models.Task).where(models.Task.name == "add_two")
+        ).all()
+    database.dispose()
+    assert sorted(names) == ["one", "three", "two"]
