@@ -34,4 +34,5 @@ log = logging.getLogger("pyfi.worker")
 def freeze(step: str) -> None:
     """Exempt every object alive now from future collections; ``step`` names what just ended."""
     gc.freeze()
-    log.debug("%s: %d objects exempt from garbage collection", step, gc.get_freeze_count())
+    if log.isEnabledFor(logging.DEBUG):  # counting walks every frozen object
+        log.debug("%s: %d objects exempt from garbage collection", step, gc.get_freeze_count())
