@@ -15,8 +15,9 @@ their first 11,000 calls. Frozen, the same run's full collections took
 no collection walks; the young generations still collect what calls leave
 behind. It is called as each start-up step ends (consuming, the signature
 record, the recorder's first write), since each imports modules of its
-own; it costs three list splices. A reference cycle that is
-already garbage when it is frozen is never collected: start-up leaves few,
+own; it costs three list splices. A reference cycle that is already
+garbage when it is frozen, or becomes garbage later, is never collected:
+what start-up left, and the calls in flight at those three moments; a few,
 once.
 
 Only a process that is a worker does this (``flow worker start``): the
