@@ -200,3 +200,15 @@ class InvalidNetwork(UserError):
 
 class NetworkFileError(UserError):
     """The network file cannot be read: it is missing, malformed, or raises while it loads."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an error's message, for a one-line report.
+
+    A SQLAlchemy error wraps the driver's (``orig``) and appends the SQL and
+    its parameters: the driver's own message is the one that says what went
+    wrong, and the parameters may hold what a log must not.
+    """
+    original = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(original).splitlines() if line.strip()]
+    return lines[0] if lines else type(original).__name__

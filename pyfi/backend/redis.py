@@ -29,7 +29,7 @@ import redis
 
 from pyfi.backend.base import ResultBackend, check_join, check_ttl
 from pyfi.config import mask_url
-from pyfi.errors import BackendError, BackendUnavailable
+from pyfi.errors import BackendError, BackendUnavailable, first_line
 
 PREFIX = "pyfi:"
 CONNECT_TIMEOUT_S = 5
@@ -218,11 +218,11 @@ class RedisBackend(ResultBackend):
             yield
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BackendUnavailable(
-                f"cannot reach the result backend {mask_url(self.url)}: {_first_line(exc)}"
+                f"cannot reach the result backend {mask_url(self.url)}: {first_line(exc)}"
             ) from exc
         except redis.RedisError as exc:
             raise BackendError(
-                f"the result backend {mask_url(self.url)} failed: {_first_line(exc)}"
+                f"the result backend {mask_url(self.url)} failed: {first_line(exc)}"
             ) from exc
 
 
@@ -244,8 +244,3 @@ def _text(reply: Any) -> str | None:
     if reply is None or isinstance(reply, str):
         return reply
     return bytes(reply).decode()
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

@@ -62,7 +62,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from pyfi.backend.base import ResultBackend, check_join, check_ttl
 from pyfi.config import mask_url
-from pyfi.errors import BackendError, BackendUnavailable, ConfigurationError
+from pyfi.errors import BackendError, BackendUnavailable, ConfigurationError, first_line
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 CONNECT_TIMEOUT_S = 5
@@ -323,11 +323,11 @@ class SQLBackend(ResultBackend):
             # Refused connections, unreadable files, locks held past the busy
             # timeout: all mean "the store is not usable right now".
             raise BackendUnavailable(
-                f"cannot use the result backend {mask_url(self.url)}: {_first_line(exc)}"
+                f"cannot use the result backend {mask_url(self.url)}: {first_line(exc)}"
             ) from exc
         except DBAPIError as exc:
             raise BackendError(
-                f"the result backend {mask_url(self.url)} failed: {_first_line(exc)}"
+                f"the result backend {mask_url(self.url)} failed: {first_line(exc)}"
             ) from exc
 
 
@@ -396,9 +396,3 @@ def _begin_sqlite(conn: Connection) -> None:
     # write lock up front makes writers queue on the busy timeout instead.
     read_only = conn.get_execution_options().get(_READ_ONLY, False)
     conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
-
-
-def _first_line(exc: DBAPIError) -> str:
-    original = exc.orig if exc.orig is not None else exc
-    lines = [line.strip() for line in str(original).splitlines() if line.strip()]
-    return lines[0] if lines else type(original).__name__

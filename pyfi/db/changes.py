@@ -63,7 +63,7 @@ from pyfi.config import mask_url
 from pyfi.db import models
 from pyfi.db.direct import connect_direct, conninfo_from_url
 from pyfi.db.types import utcnow
-from pyfi.errors import ConfigurationError, DatabaseUnavailable
+from pyfi.errors import ConfigurationError, DatabaseUnavailable, first_line
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +368,7 @@ class _PostgresListener:
             self._connect()
         except Exception as exc:
             raise DatabaseUnavailable(
-                f"cannot listen for changes on {mask_url(database_url)}: {_first_line(exc)}"
+                f"cannot listen for changes on {mask_url(database_url)}: {first_line(exc)}"
             ) from exc
 
     @property
@@ -400,7 +400,7 @@ class _PostgresListener:
                     # Take whatever else already arrived, without waiting.
                     notifies += list(self._conn.notifies(timeout=0))
             except psycopg.Error as exc:
-                log.warning("lost the change listener's connection: %s", _first_line(exc))
+                log.warning("lost the change listener's connection: %s", first_line(exc))
                 self._drop()
                 continue
             changes = _dedupe(c for n in notifies if (c := self._decode(n.payload)) is not None)
@@ -424,7 +424,7 @@ class _PostgresListener:
                 log.warning(
                     "cannot reconnect the change listener (next try in %.1fs): %s",
                     self._backoff,
-                    _first_line(exc),
+                    first_line(exc),
                 )
                 self._next_attempt = time.monotonic() + self._backoff
                 self._backoff = min(self._backoff * 2, _MAX_BACKOFF_S)
@@ -512,8 +512,3 @@ def _dedupe(changes: Iterable[Change]) -> list[Change]:
     for change in changes:
         seen.setdefault((change.kind, change.name, change.action), change)
     return list(seen.values())
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

@@ -24,7 +24,7 @@ from pyfi.config import mask_url
 from pyfi.db.base import Audited
 from pyfi.db.direct import CONNECT_TIMEOUT_S
 from pyfi.db.models.runtime import Event, Log
-from pyfi.errors import DatabaseNotInitialised, DatabaseUnavailable
+from pyfi.errors import DatabaseNotInitialised, DatabaseUnavailable, first_line
 
 # How long an embedded writer waits for another process's lock before failing.
 SQLITE_BUSY_TIMEOUT_MS = 15_000
@@ -154,13 +154,6 @@ def translate_errors(url: str) -> Iterator[None]:
                 f"lost the connection to the database {mask_url(url)}: {first_line(exc)}"
             ) from exc
         raise
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of the driver's own message, without what SQLAlchemy wraps around it."""
-    original = getattr(exc, "orig", None) or exc
-    lines = [line.strip() for line in str(original).splitlines() if line.strip()]
-    return lines[0] if lines else type(original).__name__
 
 
 from pyfi.db import changes as _changes  # noqa: E402, F401  (registers the change announcer)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pyfi.errors import FlowError
+from pyfi.errors import FlowError, first_line
 
 if TYPE_CHECKING:  # clients inspect functions too, and need no database code for it
     from sqlalchemy.orm import Session
@@ -167,8 +167,6 @@ def record_processor_signatures(
     which then reads that row and has nothing left to write.
     """
     from sqlalchemy.exc import SQLAlchemyError
-
-    from pyfi.db.session import first_line
 
     try:
         recorded = _record_retrying_a_collision(database, spec, functions)
