@@ -23,6 +23,8 @@ to exit code 1; nothing below ``pyfi.cli`` knows about exit codes.
     ├── MessageDecodeError              a message that is not a pyfi envelope
     ├── CallFailed                      the remote function raised (type, message, traceback)
     │   └── CallTimeout                 no result within the time asked for
+    ├── TimeLimitExceeded               a call ran past its processor's timelimit (process killed)
+    ├── CallProcessDied                 the child process running a time-limited call died
     ├── Retry                           raised by user code to ask for another attempt
     ├── BackendError                    the result backend failed
     │   └── BackendUnavailable          the result backend cannot be reached
@@ -140,6 +142,14 @@ class CallTimeout(CallFailed):
             f"no result for call {call_id} after {timeout_s:g}s; it may still run "
             "(is a worker consuming its socket?)",
         )
+
+
+class TimeLimitExceeded(FlowError):
+    """The call ran past its processor's time limit; the process running it was killed."""
+
+
+class CallProcessDied(FlowError):
+    """The child process running the call died before it answered (a crash, a signal, an exit)."""
 
 
 class Retry(FlowError):

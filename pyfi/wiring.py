@@ -64,6 +64,9 @@ class ProcessorSpec:
     sockets: tuple[SocketSpec, ...]
     # Calls run at once unless the worker is told otherwise.
     concurrency: int = 1
+    # Seconds a call may run; None: no limit. With a limit, calls run in
+    # child processes that are killed at it (see pyfi.worker.limits).
+    timelimit_s: int | None = None
 
 
 # Bumped when the JSON form of a spec changes incompatibly.
@@ -103,12 +106,23 @@ def spec_from_json(text: str) -> ProcessorSpec:
             retries=int(raw["retries"]),
             retry_delay_s=int(raw["retry_delay_s"]),
             concurrency=int(raw["concurrency"]),
+            # Absent from the JSON of an agent that predates time limits.
+            timelimit_s=_timelimit(raw.get("timelimit_s")),
             sockets=tuple(_socket_from(item) for item in raw["sockets"]),
         )
     except InvalidValue:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, MessageDecodeError) as exc:
         raise InvalidValue(f"not a processor spec: {type(exc).__name__}: {exc}") from exc
+
+
+def _timelimit(raw: Any) -> int | None:
+    """A time limit read from a spec: None, or a whole number of seconds of at least 1."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise ValueError(f"timelimit_s must be a whole number of seconds >= 1, not {raw!r}")
+    return raw
 
 
 def _socket_from(raw: dict[str, Any]) -> SocketSpec:
@@ -183,6 +197,7 @@ def load_processor(connection: Connection | Session, name: str) -> ProcessorSpec
             processors.c.retries,
             processors.c.retry_delay,
             processors.c.concurrency,
+            processors.c.timelimit,
         ).where(processors.c.name == name)
     ).one_or_none()
     if processor is None:
@@ -248,6 +263,7 @@ def load_processor(connection: Connection | Session, name: str) -> ProcessorSpec
         retries=processor.retries,
         retry_delay_s=processor.retry_delay,
         concurrency=processor.concurrency,
+        timelimit_s=processor.timelimit,
         sockets=tuple(
             SocketSpec(
                 name=socket_name,

@@ -42,7 +42,7 @@ from pyfi.config import ENV_AGENT_PID, Settings
 from pyfi.errors import BackendUnavailable, BrokerUnavailable, MessageDecodeError
 from pyfi.message import Message, derived_id
 from pyfi.wiring import ProcessorSpec, SocketSpec
-from pyfi.worker import heap, registry
+from pyfi.worker import heap, limits, registry
 from pyfi.worker.deadletter import dead_letter_body
 from pyfi.worker.executor import Outcome, execute
 from pyfi.worker.publishing import BatchPublisher
@@ -136,6 +136,9 @@ class Worker:
             join_ttl_s=options.join_ttl_s,
         )
         self.ready = threading.Event()
+        # With a time limit, calls run in child processes killed at the limit
+        # (pyfi.worker.limits); without, None: they run in the pool's threads.
+        self._limited = limits.for_processor(spec, options.path, size=options.concurrency)
 
     # -- lifecycle -------------------------------------------------------
     def stop(self, *_: Any) -> None:
@@ -194,6 +197,8 @@ class Worker:
                 self._work.put(None)
             for thread in pool:
                 thread.join()
+            if self._limited is not None:
+                self._limited.close()
             self._storer.flush()
             self._settle()
             self._batcher.close()
@@ -382,6 +387,8 @@ class Worker:
         call, stored = begun
         if stored is not None:
             outcome = _outcome_from_stored(stored)
+        elif self._limited is not None:
+            outcome = self._limited.execute(socket.name, call.args, call.kwargs)
         else:
             outcome = execute(self.functions[socket.name], call.args, call.kwargs)
         if stored is None and outcome.ok and not joined:
