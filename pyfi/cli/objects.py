@@ -115,7 +115,13 @@ FIELDS: Mapping[str, Sequence[Field]] = {
             "Seconds before the first retry [default: 1].",
             {"type": int},
         ),
-        Field(("--timelimit",), "timelimit", "Seconds a call may run.", {"type": int}),
+        Field(
+            ("--timelimit",),
+            "timelimit",
+            "Seconds a call may run; past it its process is killed and the call fails "
+            "(TimeLimitExceeded). Calls then run in child processes of the worker.",
+            {"type": int},
+        ),
         Field(
             ("-rq", "--requirements"),
             "requirements",

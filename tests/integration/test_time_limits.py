@@ -7,7 +7,10 @@ functions of ``tests/processors/timeboxed.py`` under a one-second limit.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +18,14 @@ from typing import Any
 
 import pytest
 
+from pyfi.broker.topology import SocketRoute
 from pyfi.client.calls import Client
 from pyfi.config import Settings, load_settings
 from pyfi.db import schema
 from pyfi.db.session import Database
 from pyfi.dlq import list_dead_letters
 from pyfi.errors import CallFailed
+from pyfi.wiring import ProcessorSpec, SocketSpec, spec_to_json
 from pyfi.worker.factory import build_worker
 from pyfi.worker.telemetry import Telemetry
 from pyfi.worker.worker import Worker, WorkerOptions
@@ -111,11 +116,16 @@ def limited(
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return not stat.parent.parent.exists()  # no /proc here: kill(0) is all we know
 
 
 def _fails(client: Client, socket: str, args: list[Any]) -> CallFailed:
@@ -224,3 +234,61 @@ def test_a_stopped_worker_leaves_no_child_process(limited: Limited) -> None:
     limited.stop()
     # Then its child process is gone
     assert not _alive(pid)
+
+
+# A worker's process, reduced to what holds a child: a pool running one call.
+HOLDER = """
+import sys, threading, time
+from pathlib import Path
+from pyfi.wiring import spec_from_json
+from pyfi.worker.limits import TimeLimitedCalls
+
+calls = TimeLimitedCalls(spec_from_json(sys.argv[1]), Path(sys.argv[2]), size=1, limit_s=60)
+threading.Thread(target=calls.execute, args=("hold_the_gil", [60], {}), daemon=True).start()
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal")
+def test_a_worker_killed_with_sigkill_takes_its_child_stuck_in_c_along(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a process whose child is stuck in C, holding the GIL, for a minute
+    socket = SocketSpec(
+        name="hold_the_gil",
+        id="00000000-0000-0000-0000-000000000001",
+        task="hold_the_gil",
+        queue="q",
+        route=SocketRoute(socket="hold_the_gil", exchange="q"),
+        wait=False,
+        join_arguments=(),
+        outgoing=(),
+    )
+    spec = ProcessorSpec("p", "timeboxed", 0, 0, (socket,), timelimit_s=60)
+    monkeypatch.setenv("PYFI_PROBE_DIR", str(tmp_path))
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, spec_to_json(spec), str(PROBES)])
+    try:
+        child = _first_pid(tmp_path / "hold_the_gil", holder)
+        assert _alive(child)
+        # When that process is killed with SIGKILL (no chance to clean up)
+        holder.kill()
+        holder.wait()
+        # Then the child is killed too
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _first_pid(folder: Path, holder: subprocess.Popen[bytes]) -> int:
+    """The pid the traced function left in ``folder``, once it has started."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline and holder.poll() is None:
+        traces = list(folder.iterdir()) if folder.exists() else []
+        if traces and traces[0].read_text():
+            return int(traces[0].read_text())
+        time.sleep(0.05)
+    raise AssertionError(f"the call never started (holder exit status {holder.poll()})")
