@@ -19,7 +19,6 @@ a reply, and ``input()`` reads nothing.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -102,9 +101,14 @@ def _die_with(worker_pid: int) -> None:
 
     Without it, a worker killed with SIGKILL would leave a child stuck in a
     call running for good. Linux only (prctl); elsewhere an idle child still
-    exits when its input closes.
+    exits when its input closes. The kernel sends the signal when the
+    *thread* that started the child ends: the worker starts its children
+    from the thread that builds it and from its pool threads, which both
+    last until the children are closed.
     """
     if sys.platform.startswith("linux"):
+        import ctypes  # here: the worker imports this module too, and needs no ctypes
+
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != worker_pid:  # the worker died before the request was made
