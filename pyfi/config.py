@@ -31,6 +31,8 @@ ENV_INI = "PYFI_INI"
 ENV_DATA_DIR = "PYFI_DATA_DIR"
 ENV_DEBUG = "PYFI_DEBUG"
 ENV_ALLOWED_REPOS = "PYFI_ALLOWED_REPOS"
+# A user's password for `flow add | update user`, which never takes it as an argument.
+ENV_PASSWORD = "PYFI_PASSWORD"
 # Set by an agent for the workers it starts: they drain and exit if it dies.
 ENV_AGENT_PID = "PYFI_AGENT_PID"
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from pyfi import objects
 from pyfi.cli.context import FlowGroup, flow_context
+from pyfi.cli.password import password_options, take_password
 from pyfi.db.enums import PlugType, QueueType, RequestedStatus, Right, Strategy
 
 
@@ -46,13 +47,12 @@ class Field:
     help: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     required: bool = False  # on `flow add`
-    add_kwargs: Mapping[str, Any] = field(default_factory=dict)
     update_only: bool = False
 
     def option(self, *, for_add: bool) -> click.Option:
         kwargs: dict[str, Any] = {"help": self.help, "default": None, **self.kwargs}
         if for_add:
-            kwargs.update(required=self.required, **self.add_kwargs)
+            kwargs["required"] = self.required
         return click.Option([*self.decls, self.key], **kwargs)
 
 
@@ -174,12 +174,7 @@ FIELDS: Mapping[str, Sequence[Field]] = {
     "user": (
         NAME,
         Field(("-e", "--email"), "email", "E-mail address.", required=True),
-        Field(
-            ("-p", "--password"),
-            "password",
-            "Password (asked for when not given).",
-            add_kwargs={"prompt": True, "hide_input": True, "confirmation_prompt": True},
-        ),
+        # The password options come from pyfi.cli.password (see PASSWORD_KINDS).
         Field(
             ("--add-role",),
             "add_role",
@@ -209,6 +204,14 @@ FIELDS: Mapping[str, Sequence[Field]] = {
         ENABLED,
     ),
 }
+
+
+# Kinds with a password: set through pyfi.cli.password, never from an argument.
+PASSWORD_KINDS = frozenset({"user"})
+
+
+def _password_params(kind_name: str) -> list[click.Parameter]:
+    return password_options() if kind_name in PASSWORD_KINDS else []
 
 
 def _describe_cascade(cascaded: Mapping[str, int]) -> str:
@@ -242,7 +245,10 @@ def _add_command(kind_name: str) -> click.Command:
     warnings = WARNINGS.get(kind_name)
 
     def callback(**values: Any) -> None:
-        with flow_context().transaction() as session:
+        flow = flow_context()
+        if kind_name in PASSWORD_KINDS:
+            take_password(values, flow.environ, required=True)
+        with flow.transaction() as session:
             obj = objects.create(session, kind, values)
             advice = warnings(session, obj) if warnings else []
             click.echo(f"Added {kind_name} {obj.name} ({obj.id})")
@@ -250,7 +256,7 @@ def _add_command(kind_name: str) -> click.Command:
 
     return click.Command(
         kind_name,
-        params=[f.option(for_add=True) for f in fields],
+        params=[*(f.option(for_add=True) for f in fields), *_password_params(kind_name)],
         callback=callback,
         help=f"Add a {kind_name} to the database.",
     )
@@ -262,16 +268,20 @@ def _update_command(kind_name: str) -> click.Command:
         Field(("-n", "--name"), "name", f"Name of the {kind_name} to change.").option(for_add=True),
         click.Option(["--new-name", "new_name"], default=None, help="Rename it."),
         *(f.option(for_add=False) for f in FIELDS[kind_name] if f.key != "name"),
+        *_password_params(kind_name),
     ]
     params[0].required = True
     warnings = WARNINGS.get(kind_name)
 
     def callback(name: str, **values: Any) -> None:
+        flow = flow_context()
+        if kind_name in PASSWORD_KINDS:
+            take_password(values, flow.environ, required=False)
         add_roles = tuple(values.pop("add_role", ()))
         remove_roles = tuple(values.pop("remove_role", ()))
         changes = {k: v for k, v in values.items() if v is not None}
         advice: list[str] = []
-        with flow_context().transaction() as session:
+        with flow.transaction() as session:
             if add_roles or remove_roles:
                 user = objects.get_by_name(session, kind.model, name)
                 objects.set_roles(session, user, add_roles, remove_roles)
