@@ -112,7 +112,7 @@ class Settings:
         )
 
     def masked(self) -> dict[str, str]:
-        """The settings as strings, with every password replaced by ``***``."""
+        """The settings as strings, URIs masked (:func:`pyfi.masking.mask_url`)."""
         return {
             "database_url": mask_url(self.database_url),
             "broker_url": mask_url(self.broker_url),

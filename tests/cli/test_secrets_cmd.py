@@ -111,12 +111,8 @@ def test_compose_export_masks_tokens_and_applies_back_keeping_them(
     error = flow.fails("--db", other, "compose", "apply", str(target))
     assert "processor 'p': its gitrepo" in error
     assert "supply the real credentials" in error
-
-
-def test_compose_export_with_secrets_writes_them(flow: Flow, secret_processor: str) -> None:
-    # When the operator asks for the secrets
+    # And --with-secrets writes them as stored
     text = flow("compose", "export", "--with-secrets").output
-    # Then the URL and the requirements are written as stored
     assert f"gitrepo: {GITREPO}" in text
     assert REQUIREMENT_TOKEN in text
 
