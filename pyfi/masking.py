@@ -32,11 +32,13 @@ echoed, since we cannot tell where its secret is: it is shown as
 
 The mask never appears in real credentials, so a value holding it is known to
 have been masked: applying an exported network file keeps the stored secret
-rather than storing ``***`` (see :func:`is_masked`).
+rather than storing ``***`` (see :func:`is_masked`). Long-running commands
+mask their log lines too (:class:`MaskingFilter`).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -117,6 +119,35 @@ def is_secret_parameter(name: str) -> bool:
     normal = re.sub(r"[-.]", "_", unquote(name)).lower()
     last_word = normal.rsplit("_", 1)[-1]
     return last_word in SECRET_WORDS or normal.endswith(SECRET_SUFFIXES)
+
+
+class MaskingFilter(logging.Filter):
+    """Masks the URLs in a log record's message and traceback, for a handler.
+
+    The last line of defence for log files: whatever a module logs (an
+    exception quoting a driver's or a tool's message, an argument that
+    happens to be a URL), the line written shows no credentials.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_urls_in(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            # Formatters reuse exc_text when it is set: fill it in, masked.
+            record.exc_text = mask_urls_in(_TRACEBACKS.formatException(record.exc_info))
+        return True
+
+
+_TRACEBACKS = logging.Formatter()
+
+
+def mask_log_handlers(logger: logging.Logger | None = None) -> None:
+    """Add a :class:`MaskingFilter` to every handler of ``logger`` (the root by default)."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
+            handler.addFilter(MaskingFilter())
 
 
 def _mask_userinfo(scheme: str, netloc: str) -> str:

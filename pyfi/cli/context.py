@@ -20,6 +20,7 @@ import click
 
 from pyfi.config import Settings, load_settings
 from pyfi.errors import FlowError, UserError
+from pyfi.masking import mask_log_handlers
 
 if TYPE_CHECKING:  # the ORM is slow to import, and many commands never need it
     from sqlalchemy.orm import Session
@@ -76,13 +77,17 @@ class CliContext:
 
 
 def configure_logging(flow: CliContext) -> None:
-    """Log lines for long-running commands (agent, worker): INFO, or DEBUG with --debug."""
+    """Log lines for long-running commands (agent, worker): INFO, or DEBUG with --debug.
+
+    Every line goes through :class:`pyfi.masking.MaskingFilter`.
+    """
     import logging
 
     logging.basicConfig(
         level=logging.DEBUG if flow.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    mask_log_handlers()  # log lines never show the credentials of a URL
 
 
 def flow_context() -> CliContext:

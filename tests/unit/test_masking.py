@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import logging
+
 import pytest
 
 from pyfi.config import mask_url as mask_url_from_config
 from pyfi.masking import (
     UNPARSEABLE,
+    MaskingFilter,
     is_masked,
     is_secret_parameter,
+    mask_log_handlers,
     mask_url,
     mask_urls_in,
 )
@@ -132,3 +137,27 @@ def test_is_masked_tells_a_masked_value_from_a_real_one() -> None:
     # When / Then only the masked one is recognised
     assert is_masked(mask_url(url))
     assert not is_masked(url)
+
+
+def test_masked_log_handlers_write_no_credentials(request: pytest.FixtureRequest) -> None:
+    # Given a logger whose handler is masked, as `flow agent` and `flow worker` set it up
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger(f"pyfi.tests.{request.node.name}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    mask_log_handlers(logger)
+    mask_log_handlers(logger)  # twice adds no second filter
+    assert sum(isinstance(f, MaskingFilter) for f in handler.filters) == 1
+    # When a URL is logged as an argument, and inside an exception's traceback
+    logger.warning("cloning %s", "https://T0kenA@github.com/o/r.git?token=T0kenB")
+    try:
+        raise ConnectionError("cannot reach amqp://u:T0kenC@mq:5672//")
+    except ConnectionError:
+        logger.exception("broker lost")
+    # Then the lines are written, and no credential is in them
+    written = stream.getvalue()
+    assert "cloning https://***@github.com/o/r.git?token=***" in written
+    assert "cannot reach amqp://u:***@mq:5672//" in written
+    assert not any(token in written for token in ("T0kenA", "T0kenB", "T0kenC"))
