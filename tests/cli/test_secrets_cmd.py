@@ -224,3 +224,18 @@ def test_add_user_refuses_a_short_password_from_the_prompt(flow: Flow) -> None:
     error = flow.fails("add", "user", "-n", "joe", "-e", "joe@x.org", input="short\nshort\n")
     # Then one line says so
     assert "password is too short" in error
+
+
+def test_error_lines_mask_urls_whatever_raised_them(flow: Flow, tmp_path: Path) -> None:
+    # Given a network file with a URL (and its token) pasted into the wrong field
+    path = tmp_path / "network.yaml"
+    path.write_text(
+        f"processors:\n- name: p\n  module: m\n  gitrepo: {GITREPO}\n  concurrency: {GITREPO}\n",
+        encoding="utf-8",
+    )
+    # When it is applied
+    error = flow.fails("compose", "apply", str(path))
+    # Then the one error line quotes the value, masked
+    assert "concurrency must be an integer" in error
+    assert MASKED_GITREPO in error
+    assert TOKEN not in error
