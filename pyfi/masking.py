@@ -114,6 +114,22 @@ def is_masked(value: str) -> bool:
     return MASK in value
 
 
+def has_password(url: str) -> bool:
+    """True when ``url`` carries a password or a secret parameter (not just a user name).
+
+    For warnings about where a URL was given: a lone user name is masked
+    when shown, in case it is a token, but a database or broker URI names
+    an account that way far more often.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return True  # we cannot tell: assume the worst
+    if ":" in parts.netloc.rpartition("@")[0]:
+        return True
+    return _mask_parameters(parts.query) != parts.query
+
+
 def is_secret_parameter(name: str) -> bool:
     """True when a query parameter called ``name`` carries a secret."""
     normal = re.sub(r"[-.]", "_", unquote(name)).lower()

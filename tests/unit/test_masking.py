@@ -11,6 +11,7 @@ from pyfi.config import mask_url as mask_url_from_config
 from pyfi.masking import (
     UNPARSEABLE,
     MaskingFilter,
+    has_password,
     is_masked,
     is_secret_parameter,
     mask_log_handlers,
@@ -161,3 +162,22 @@ def test_masked_log_handlers_write_no_credentials(request: pytest.FixtureRequest
     assert "cloning https://***@github.com/o/r.git?token=***" in written
     assert "cannot reach amqp://u:***@mq:5672//" in written
     assert not any(token in written for token in ("T0kenA", "T0kenB", "T0kenC"))
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://app:pw@db/pyfi", True),
+        ("redis://:pw@cache:6379/0", True),
+        ("postgresql://db/pyfi?sslpassword=pw", True),
+        ("https://joe:p%40ss@h/r", True),
+        ("https://[::1/r", True),  # unparseable: assume the worst
+        ("postgresql://postgres@db/pyfi", False),  # a lone user names an account here
+        ("amqp://mq:5672//", False),
+        ("https://h/p@q?sslmode=require", False),
+    ],
+)
+def test_has_password_tells_a_password_from_a_user_name(url: str, expected: bool) -> None:
+    # Given a URI given somewhere a password must not be
+    # When / Then only a password or a secret parameter counts
+    assert has_password(url) is expected
