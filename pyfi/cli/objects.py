@@ -21,16 +21,30 @@ from pyfi import objects
 from pyfi.cli.context import FlowGroup, flow_context
 from pyfi.cli.password import password_options, take_password
 from pyfi.db.enums import PlugType, QueueType, RequestedStatus, Right, Strategy
+from pyfi.masking import mask_urls_in
 
 
 def _choice(enum_class: type[enum.Enum]) -> click.Choice[str]:
     return click.Choice([str(member.value) for member in enum_class], case_sensitive=False)
 
 
-def _read_requirements(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+def _warn_of_credentials(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """Say so when a URL given as an argument carries a credential (see pyfi.masking)."""
+    if value is not None and mask_urls_in(value) != value:
+        flag = max(param.opts, key=len)
+        click.echo(
+            f"warning: the {flag} value carries a credential, which `ps` and shell history "
+            "show to others; declare it in a file instead (`flow compose apply FILE`"
+            + (", or --requirements @FILE)" if flag == "--requirements" else ")"),
+            err=True,
+        )
+    return value
+
+
+def _read_requirements(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     """``--requirements @file`` reads the specifiers from a requirements file."""
     if value is None or not value.startswith("@"):
-        return value
+        return _warn_of_credentials(ctx, param, value)
     path = Path(value[1:]).expanduser()
     try:
         return path.read_text(encoding="utf-8")
@@ -96,7 +110,13 @@ FIELDS: Mapping[str, Sequence[Field]] = {
     "processor": (
         NAME,
         Field(("-m", "--module"), "module", "Python module, e.g. some.module.path.", required=True),
-        Field(("-g", "--gitrepo"), "gitrepo", "Git repository URL.", required=True),
+        Field(
+            ("-g", "--gitrepo"),
+            "gitrepo",
+            "Git repository URL.",
+            {"callback": _warn_of_credentials},
+            required=True,
+        ),
         Field(("-h", "--hostname"), "hostname", "Run only on this host's agent."),
         Field(
             ("-c", "--concurrency"),

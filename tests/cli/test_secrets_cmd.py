@@ -239,3 +239,18 @@ def test_error_lines_mask_urls_whatever_raised_them(flow: Flow, tmp_path: Path) 
     assert "concurrency must be an integer" in error
     assert MASKED_GITREPO in error
     assert TOKEN not in error
+
+
+def test_add_processor_warns_of_a_credential_on_the_command_line(flow: Flow) -> None:
+    # When processors are added with a token in the URL, and with plain and SSH URLs
+    with_token = flow("add", "processor", "-n", "p1", "-m", "m", "-g", GITREPO).output
+    plain = flow(
+        "add", "processor", "-n", "p2", "-m", "m", "-g", "https://github.com/o/r.git"
+    ).output
+    ssh = flow("add", "processor", "-n", "p3", "-m", "m", "-g", "git@github.com:o/r.git").output
+    # Then only the token is warned about (without repeating it), and each is added
+    assert "warning: the --gitrepo value carries a credential" in with_token
+    assert TOKEN not in with_token
+    assert "warning" not in plain + ssh
+    added = [line for line in (with_token + plain + ssh).splitlines() if line.startswith("Added")]
+    assert [line.split()[2] for line in added] == ["p1", "p2", "p3"]
