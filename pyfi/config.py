@@ -16,11 +16,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import platformdirs
 
 from pyfi.errors import ConfigurationError
+from pyfi.masking import mask_url as mask_url  # noqa: PLC0414 - re-exported for its callers
 
 # Environment variables, declared once.
 ENV_DB = "PYFI_DB"
@@ -30,6 +31,8 @@ ENV_INI = "PYFI_INI"
 ENV_DATA_DIR = "PYFI_DATA_DIR"
 ENV_DEBUG = "PYFI_DEBUG"
 ENV_ALLOWED_REPOS = "PYFI_ALLOWED_REPOS"
+# A user's password for `flow add | update user`, which never takes it as an argument.
+ENV_PASSWORD = "PYFI_PASSWORD"
 # Set by an agent for the workers it starts: they drain and exit if it dies.
 ENV_AGENT_PID = "PYFI_AGENT_PID"
 
@@ -109,7 +112,7 @@ class Settings:
         )
 
     def masked(self) -> dict[str, str]:
-        """The settings as strings, with every password replaced by ``***``."""
+        """The settings as strings, URIs masked (:func:`pyfi.masking.mask_url`)."""
         return {
             "database_url": mask_url(self.database_url),
             "broker_url": mask_url(self.broker_url),
@@ -346,26 +349,6 @@ def validate_url(url: str, schemes: tuple[str, ...], key: str, where: str) -> st
             f"the {label} from {where} names no folder; expected filesystem:///path/to/dir"
         )
     return url
-
-
-def mask_url(url: str) -> str:
-    """Replace the password in a URI with ``***`` (for logs and `config show`)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URI>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 literal keeps its brackets
-        host = f"[{host}]"
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
-    netloc = f"{user}:***@{host}{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def filesystem_broker_dir(url: str) -> Path:

@@ -242,7 +242,8 @@ def _git(
     if not ok:
         return ""
     verb = {"ls-remote": "clone", "clone": "clone", "fetch": "fetch"}.get(args[0], "check out")
-    reason = redact(first_error_line(str(err), f"git {args[0]} exited {status}"), repo.public)
+    # Masked before a line is picked, so that shortening cannot cut a secret in two.
+    reason = first_error_line(redact(str(err), repo), f"git {args[0]} exited {status}")
     raise GitError(f"cannot {verb} {repo.display}: {reason}")
 
 

@@ -8,7 +8,8 @@ credentials to git only through the environment of one git process (see
 :mod:`pyfi.agent.askpass`).
 
 URLs without a scheme (scp-like ``git@host:org/repo.git``, plain paths) carry
-no credentials we could remove and are returned unchanged.
+no credentials we could remove and are returned unchanged. What is shown of a
+URL follows the project's one masking rule (:mod:`pyfi.masking`).
 
 Git and pip explain a failure in a screenful of output; :func:`first_error_line`
 picks the line a user needs, so deploy errors stay one line like every other
@@ -17,8 +18,10 @@ pyfi error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit, urlunsplit
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from pyfi.masking import ACCOUNT_USER_SCHEMES, MASK, mask_url, mask_urls_in
 
 # Prefixes of the lines that carry the reason, most telling first: git's
 # "fatal:", pip's "ERROR:" (its summary), then the "error:" of build back ends.
@@ -36,8 +39,9 @@ class RepoUrl:
     """A repository URL split into its public part and its credentials."""
 
     public: str
-    username: str | None = None
-    password: str | None = None
+    # Never in a repr: a RepoUrl may end up in a traceback or a log line.
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
 
     @property
     def has_credentials(self) -> bool:
@@ -46,16 +50,30 @@ class RepoUrl:
 
     @property
     def display(self) -> str:
-        """The URL for humans: credentials replaced by ``***``.
+        """The URL for humans, masked by :func:`pyfi.masking.mask_url`.
 
         A lone username is masked too, because tokens are often passed as the
-        username (``https://TOKEN@github.com/...``).
+        username (``https://TOKEN@github.com/...``); so are secret query
+        parameters, which stay in the public URL.
         """
         if not self.has_credentials:
-            return self.public
+            return mask_url(self.public)
         parts = urlsplit(self.public)
-        shown = "***" if self.password is None else f"{self.username or ''}:***"
-        return urlunsplit(parts._replace(netloc=f"{shown}@{parts.netloc}"))
+        user = quote(self.username or "", safe="")
+        # The password's value does not matter: the masker replaces it.
+        userinfo = user if self.password is None else f"{user}:x"
+        return mask_url(urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}")))
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The credentials of this URL that must not appear in any text."""
+        found = [self.password] if self.password else []
+        lone_user = self.password is None and self.username
+        account = urlsplit(self.public).scheme in ACCOUNT_USER_SCHEMES
+        # A short lone name such as "git" is no token, and replacing it would garble text.
+        if lone_user and not account and len(self.username or "") >= _TOKEN_MIN_LENGTH:
+            found.append(self.username or "")
+        return tuple(found)
 
 
 def split_url(url: str) -> RepoUrl:
@@ -99,20 +117,17 @@ def display_url(url: str) -> str:
     return split_url(url).display
 
 
-def redact(text: str, url: str) -> str:
-    """``text`` with every credential embedded in ``url`` replaced by ``***``.
+def redact(text: str, repo: RepoUrl) -> str:
+    """``text`` with every URL in it masked and ``repo``'s credentials replaced by ``***``.
 
-    A last line of defence for messages that quote a tool's output. A
+    For messages that quote a tool's output: git and pip quote URLs, secret
+    query parameters included, and may echo a credential outside a URL. A
     username is redacted only when it stands alone and is long enough to be a
     token: replacing a short name such as ``git`` would garble the message.
     """
-    parts = split_url(url)
-    secrets = [parts.password]
-    if parts.password is None and parts.username and len(parts.username) >= _TOKEN_MIN_LENGTH:
-        secrets.append(parts.username)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+    text = mask_urls_in(text)
+    for secret in repo.secrets:
+        text = text.replace(secret, MASK)
     return text
 
 

@@ -39,6 +39,7 @@ from urllib.parse import unquote, urlsplit
 from pyfi.agent.checkout import Checkout
 from pyfi.agent.text import first_error_line
 from pyfi.errors import InvalidValue, VenvError
+from pyfi.masking import mask_url, mask_urls_in
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,8 @@ def normalise_requirements(text: str | None) -> list[str]:
     if options:
         raise InvalidValue(
             f"requirements may hold only requirement specifiers, not pip options: "
-            f"{' '.join(options)}; configure indexes in the agent host's pip.conf instead"
+            f"{mask_urls_in(' '.join(options))}; "
+            "configure indexes in the agent host's pip.conf instead"
         )
     return sorted(tokens)
 
@@ -258,7 +260,7 @@ def _create(venv: Path, checkout: Checkout) -> None:
     except (Exception, SystemExit) as exc:  # virtualenv exits on bad arguments
         reason = first_error_line(str(exc), type(exc).__name__)
         raise VenvError(
-            f"cannot create a virtualenv for {checkout.url} at {venv}: {reason}"
+            f"cannot create a virtualenv for {mask_url(checkout.url)} at {venv}: {reason}"
         ) from exc
 
 
@@ -270,8 +272,9 @@ def _pip_install(
     env["VIRTUAL_ENV"] = str(venv)
     env["PATH"] = os.pathsep.join([str(venv / "bin"), env.get("PATH", "")])
     command = [str(python), "-m", "pip", "install", "--no-input", "--disable-pip-version-check"]
-    where = f"{checkout.url} at {checkout.commit[:12]}"
-    log.info("installing %s into %s", " ".join(targets), venv)
+    where = f"{mask_url(checkout.url)} at {checkout.commit[:12]}"
+    # Requirements may be URLs with tokens, and pip quotes the URLs it fails on.
+    log.info("installing %s into %s", mask_urls_in(" ".join(targets)), venv)
     try:
         result = subprocess.run(
             [*command, *targets],
@@ -284,7 +287,8 @@ def _pip_install(
     except subprocess.TimeoutExpired as exc:
         raise VenvError(f"cannot install {where}: pip took longer than {timeout_s:g}s") from exc
     if result.returncode != 0:
-        reason = first_error_line(result.stderr or result.stdout, f"pip exited {result.returncode}")
+        output = mask_urls_in(result.stderr or result.stdout)
+        reason = first_error_line(output, f"pip exited {result.returncode}")
         raise VenvError(f"cannot install {where}: {reason}")
 
 

@@ -341,14 +341,14 @@ def _create_engine(url: str) -> Engine:
         # Each connection would get a database of its own, invisible to
         # other workers: useless as a shared store.
         raise ConfigurationError(
-            f"the result backend URI {url!r} names no file; "
+            f"the result backend URI {mask_url(url)!r} names no file; "
             "expected sqlite:////path/to/results.sqlite"
         )
     try:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BackendUnavailable(
-            f"cannot create the folder of the result backend {url}: {exc.strerror or exc}"
+            f"cannot create the folder of the result backend {mask_url(url)}: {exc.strerror or exc}"
         ) from exc
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     event.listen(engine, "connect", _configure_sqlite)

@@ -10,6 +10,8 @@ import click
 
 from pyfi import __version__
 from pyfi.cli.context import CliContext, LazyCommand, LazyFlowGroup
+from pyfi.config import ENV_KEYS, OPTION_NAMES
+from pyfi.masking import has_password
 
 # Every sub-command, imported only when it runs (see LazyFlowGroup): `flow
 # worker start` must not pay for the ORM models that `flow ls` needs. The help
@@ -79,6 +81,7 @@ def cli(ctx: click.Context, /, write_config: bool, **options: Any) -> None:
     With no server configured, flow uses an embedded SQLite database and a
     local broker folder under your data directory; see `flow config show`.
     """
+    _warn_of_passwords(options)
     flow = CliContext(options, os.environ)
     ctx.obj = flow
     ctx.call_on_close(flow.close)
@@ -89,6 +92,18 @@ def cli(ctx: click.Context, /, write_config: bool, **options: Any) -> None:
         ctx.exit(0)
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
+
+
+def _warn_of_passwords(options: dict[str, Any]) -> None:
+    """Say so when a URI option carries a password: `ps` and shell history show it."""
+    for key, option in OPTION_NAMES.items():
+        value = options.get(key)
+        if isinstance(value, str) and has_password(value):
+            click.echo(
+                f"warning: the --{option} URI carries a password, which `ps` and shell history "
+                f"show to others; set {ENV_KEYS[key]} or keep it in the ini file instead",
+                err=True,
+            )
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import click
 
 from pyfi.config import Settings, load_settings
 from pyfi.errors import FlowError, UserError
+from pyfi.masking import mask_log_handlers, mask_urls_in
 
 if TYPE_CHECKING:  # the ORM is slow to import, and many commands never need it
     from sqlalchemy.orm import Session
@@ -76,13 +77,17 @@ class CliContext:
 
 
 def configure_logging(flow: CliContext) -> None:
-    """Log lines for long-running commands (agent, worker): INFO, or DEBUG with --debug."""
+    """Log lines for long-running commands (agent, worker): INFO, or DEBUG with --debug.
+
+    Every line goes through :class:`pyfi.masking.MaskingFilter`.
+    """
     import logging
 
     logging.basicConfig(
         level=logging.DEBUG if flow.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    mask_log_handlers()  # log lines never show the credentials of a URL
 
 
 def flow_context() -> CliContext:
@@ -104,9 +109,16 @@ def pass_flow(func: F) -> F:
 
 
 class FlowCliError(click.ClickException):
-    """A pyfi error as click shows it: ``Error: <one line>``; exit code 1."""
+    """A pyfi error as click shows it: ``Error: <one line>``; exit code 1.
+
+    The line is masked (:func:`pyfi.masking.mask_urls_in`) whatever raised it:
+    a driver's or a tool's message may quote a URL with its credentials.
+    """
 
     exit_code = EXIT_SYSTEM_ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(mask_urls_in(message))
 
 
 class FlowUsageError(FlowCliError):
@@ -211,4 +223,4 @@ def _debugging(ctx: click.Context) -> bool:
 
 def _maybe_traceback(ctx: click.Context) -> None:
     if _debugging(ctx):
-        traceback.print_exc(file=sys.stderr)
+        click.echo(mask_urls_in(traceback.format_exc()), file=sys.stderr, nl=False)

@@ -119,18 +119,18 @@ def rebuild(flow: CliContext, yes: bool) -> None:
 @db_group.command("json")
 @pass_flow
 def dump_json(flow: CliContext) -> None:
-    """Dump every object of the database as JSON (secrets left out)."""
+    """Dump every object of the database as JSON (secrets left out, URLs masked)."""
     from pyfi.db.models import Base
-    from pyfi.db.serialize import json_value
+    from pyfi.db.serialize import is_secret, json_value, shown
 
     dump: dict[str, list[dict[str, object]]] = {}
     with flow.transaction() as session:
         for table in Base.metadata.sorted_tables:
-            secret = {c.name for c in table.columns if c.info.get("secret")}
-            visible = [c for c in table.columns if c.name not in secret]
+            visible = [c for c in table.columns if not is_secret(c)]
             order = [c for c in table.primary_key.columns]
             rows = session.execute(select(*visible).order_by(*order))
             dump[table.name] = [
-                {key: json_value(value) for key, value in row._mapping.items()} for row in rows
+                {c.name: json_value(shown(c, value)) for c, value in zip(visible, row, strict=True)}
+                for row in rows
             ]
     print_json(dump)

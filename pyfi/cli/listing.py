@@ -23,7 +23,6 @@ from pyfi.cli.render import (
     print_table,
     print_tree,
 )
-from pyfi.config import mask_url
 from pyfi.db import models
 from pyfi.db.enums import UNFINISHED_STATES
 from pyfi.db.serialize import to_dict
@@ -88,8 +87,7 @@ LISTINGS: Mapping[str, Listing] = {
                 ("Owner", "owner"),
                 ("Updated", "updated"),
             ],
-            # Repository URLs may embed credentials: never print them.
-            extras=lambda p: {"gitrepo": mask_url(p.gitrepo)},
+            # gitrepo, requirements and status_reason are masked by to_dict.
         ),
         Listing(
             "socket",

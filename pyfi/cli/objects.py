@@ -19,17 +19,32 @@ from sqlalchemy.orm import Session
 
 from pyfi import objects
 from pyfi.cli.context import FlowGroup, flow_context
+from pyfi.cli.password import password_options, take_password
 from pyfi.db.enums import PlugType, QueueType, RequestedStatus, Right, Strategy
+from pyfi.masking import mask_urls_in
 
 
 def _choice(enum_class: type[enum.Enum]) -> click.Choice[str]:
     return click.Choice([str(member.value) for member in enum_class], case_sensitive=False)
 
 
-def _read_requirements(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
+def _warn_of_credentials(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """Say so when a URL given as an argument carries a credential (see pyfi.masking)."""
+    if value is not None and mask_urls_in(value) != value:
+        flag = max(param.opts, key=len)
+        click.echo(
+            f"warning: the {flag} value carries a credential, which `ps` and shell history "
+            "show to others; declare it in a file instead (`flow compose apply FILE`"
+            + (", or --requirements @FILE)" if flag == "--requirements" else ")"),
+            err=True,
+        )
+    return value
+
+
+def _read_requirements(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     """``--requirements @file`` reads the specifiers from a requirements file."""
     if value is None or not value.startswith("@"):
-        return value
+        return _warn_of_credentials(ctx, param, value)
     path = Path(value[1:]).expanduser()
     try:
         return path.read_text(encoding="utf-8")
@@ -46,13 +61,12 @@ class Field:
     help: str
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     required: bool = False  # on `flow add`
-    add_kwargs: Mapping[str, Any] = field(default_factory=dict)
     update_only: bool = False
 
     def option(self, *, for_add: bool) -> click.Option:
         kwargs: dict[str, Any] = {"help": self.help, "default": None, **self.kwargs}
         if for_add:
-            kwargs.update(required=self.required, **self.add_kwargs)
+            kwargs["required"] = self.required
         return click.Option([*self.decls, self.key], **kwargs)
 
 
@@ -96,7 +110,13 @@ FIELDS: Mapping[str, Sequence[Field]] = {
     "processor": (
         NAME,
         Field(("-m", "--module"), "module", "Python module, e.g. some.module.path.", required=True),
-        Field(("-g", "--gitrepo"), "gitrepo", "Git repository URL.", required=True),
+        Field(
+            ("-g", "--gitrepo"),
+            "gitrepo",
+            "Git repository URL.",
+            {"callback": _warn_of_credentials},
+            required=True,
+        ),
         Field(("-h", "--hostname"), "hostname", "Run only on this host's agent."),
         Field(
             ("-c", "--concurrency"),
@@ -180,12 +200,7 @@ FIELDS: Mapping[str, Sequence[Field]] = {
     "user": (
         NAME,
         Field(("-e", "--email"), "email", "E-mail address.", required=True),
-        Field(
-            ("-p", "--password"),
-            "password",
-            "Password (asked for when not given).",
-            add_kwargs={"prompt": True, "hide_input": True, "confirmation_prompt": True},
-        ),
+        # The password options come from pyfi.cli.password (see PASSWORD_KINDS).
         Field(
             ("--add-role",),
             "add_role",
@@ -215,6 +230,14 @@ FIELDS: Mapping[str, Sequence[Field]] = {
         ENABLED,
     ),
 }
+
+
+# Kinds with a password: set through pyfi.cli.password, never from an argument.
+PASSWORD_KINDS = frozenset({"user"})
+
+
+def _password_params(kind_name: str) -> list[click.Parameter]:
+    return password_options() if kind_name in PASSWORD_KINDS else []
 
 
 def _describe_cascade(cascaded: Mapping[str, int]) -> str:
@@ -248,7 +271,10 @@ def _add_command(kind_name: str) -> click.Command:
     warnings = WARNINGS.get(kind_name)
 
     def callback(**values: Any) -> None:
-        with flow_context().transaction() as session:
+        flow = flow_context()
+        if kind_name in PASSWORD_KINDS:
+            take_password(values, flow.environ, required=True)
+        with flow.transaction() as session:
             obj = objects.create(session, kind, values)
             advice = warnings(session, obj) if warnings else []
             click.echo(f"Added {kind_name} {obj.name} ({obj.id})")
@@ -256,7 +282,7 @@ def _add_command(kind_name: str) -> click.Command:
 
     return click.Command(
         kind_name,
-        params=[f.option(for_add=True) for f in fields],
+        params=[*(f.option(for_add=True) for f in fields), *_password_params(kind_name)],
         callback=callback,
         help=f"Add a {kind_name} to the database.",
     )
@@ -268,16 +294,20 @@ def _update_command(kind_name: str) -> click.Command:
         Field(("-n", "--name"), "name", f"Name of the {kind_name} to change.").option(for_add=True),
         click.Option(["--new-name", "new_name"], default=None, help="Rename it."),
         *(f.option(for_add=False) for f in FIELDS[kind_name] if f.key != "name"),
+        *_password_params(kind_name),
     ]
     params[0].required = True
     warnings = WARNINGS.get(kind_name)
 
     def callback(name: str, **values: Any) -> None:
+        flow = flow_context()
+        if kind_name in PASSWORD_KINDS:
+            take_password(values, flow.environ, required=False)
         add_roles = tuple(values.pop("add_role", ()))
         remove_roles = tuple(values.pop("remove_role", ()))
         changes = {k: v for k, v in values.items() if v is not None}
         advice: list[str] = []
-        with flow_context().transaction() as session:
+        with flow.transaction() as session:
             if add_roles or remove_roles:
                 user = objects.get_by_name(session, kind.model, name)
                 objects.set_roles(session, user, add_roles, remove_roles)

@@ -30,7 +30,6 @@ from pyfi.client.decorators import (
     queue_decl,
     socket_declarations,
 )
-from pyfi.config import mask_url
 from pyfi.db import models
 from pyfi.db.serialize import to_dict
 from pyfi.db.session import Database
@@ -266,8 +265,8 @@ def _row(session: Session, kind: str, name: str) -> Any:
 
 
 def _processor_row(processor: models.Processor) -> dict[str, Any]:
-    # Repository URLs may embed credentials: snapshots get printed.
-    return {**to_dict(processor, raw=True), "gitrepo": mask_url(processor.gitrepo)}
+    # Snapshots get printed: to_dict masks the URLs in them.
+    return to_dict(processor, raw=True)
 
 
 def _socket_row(socket: models.Socket) -> dict[str, Any]:

@@ -23,19 +23,18 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pyfi.config import mask_url
 from pyfi.db import models
 from pyfi.errors import InvalidValue, UserError
+from pyfi.masking import is_masked, mask_url, mask_urls_in
 from pyfi.objects import crud
 from pyfi.objects.kinds import KINDS, Kind
 from pyfi.objects.lookup import find_by_name
@@ -85,8 +84,13 @@ FIELD_TYPES: Mapping[str, Mapping[str, type]] = {
     "plug": {"enabled": bool, "description": str},
 }
 
-# What a masked password looks like in a URL (see pyfi.config.mask_url).
-MASK = "***"
+# Processor fields shown masked in exports (pyfi.masking), with their masker.
+# A declared value that holds the mask is accepted only when it masks the stored
+# value, and then keeps the stored secret (see _keep_masked).
+MASKED_FIELDS: Mapping[str, Callable[[str], str]] = {
+    "gitrepo": mask_url,
+    "requirements": mask_urls_in,
+}
 
 
 def check_fields(kind: str, name: str, fields: Mapping[str, Any]) -> None:
@@ -407,18 +411,28 @@ def _located(declaration: Declaration) -> Iterator[None]:
 
 
 def _apply_processor(session: Session, decl: ProcessorDecl) -> Change:
-    fields = dict(decl.fields)
-    gitrepo = fields.get("gitrepo")
-    if isinstance(gitrepo, str) and _is_masked(gitrepo):
-        stored = find_by_name(session, models.Processor, decl.name)
-        if stored is None or mask_url(stored.gitrepo) != gitrepo:
+    fields = _keep_masked(session, decl.name, dict(decl.fields))
+    return _upsert(session, "processor", decl.name, fields, user=decl.user)
+
+
+def _keep_masked(session: Session, name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` without the masked values that mask the stored ones (their secret is kept).
+
+    An export written without secrets applies back unchanged; a masked value
+    that masks nothing stored is refused, since ``***`` is no credential.
+    """
+    for key, masker in MASKED_FIELDS.items():
+        value = fields.get(key)
+        if not isinstance(value, str) or not is_masked(value):
+            continue
+        stored = find_by_name(session, models.Processor, name)
+        if stored is None or masker(getattr(stored, key) or "") != value:
             raise InvalidValue(
-                f"processor {decl.name!r}: its gitrepo {gitrepo} has masked credentials; "
+                f"processor {name!r}: its {key} {mask_urls_in(value)!r} has masked credentials; "
                 "supply the real credentials (or export with --with-secrets)"
             )
-        # The stored URL is the one that was masked: keep its credentials.
-        del fields["gitrepo"]
-    return _upsert(session, "processor", decl.name, fields, user=decl.user)
+        del fields[key]
+    return fields
 
 
 def _apply_socket(session: Session, decl: SocketDecl) -> Change:
@@ -528,10 +542,3 @@ def _get(session: Session, model: type[Any], name: str) -> Any:
     if found is None:  # pragma: no cover - just upserted in this transaction
         raise InvalidValue(f"{model.__name__.lower()} {name!r} vanished while being applied")
     return found
-
-
-def _is_masked(url: str) -> bool:
-    try:
-        return urlsplit(url).password == MASK
-    except ValueError:
-        return False

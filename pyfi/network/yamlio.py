@@ -36,9 +36,11 @@ and ``required``. Loading is strict: an unknown section or field, a wrong
 type or a duplicate key is a one-line error naming the file and the line.
 
 An export is a file that applies: applied to an empty database and exported
-again it gives the same text. Git URLs carrying a password are written masked
-(``https://user:***@host/...``) unless ``with_secrets``; applying a masked URL
-is refused unless the stored URL is the one it masks.
+again it gives the same text. Git URLs and URLs in ``requirements`` are written
+masked by :mod:`pyfi.masking` (``https://user:***@host/...``,
+``https://***@github.com/...``, ``?token=***``) unless ``with_secrets``;
+applying a masked value is refused unless the stored value is the one it masks,
+and then the stored secret is kept.
 """
 
 from __future__ import annotations
@@ -52,11 +54,11 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from pyfi.config import mask_url
 from pyfi.db import models
 from pyfi.errors import FlowError, NetworkFileError
 from pyfi.network.declare import (
     FIELD_TYPES,
+    MASKED_FIELDS,
     Declaration,
     Network,
     PlugDecl,
@@ -361,8 +363,8 @@ def _plain(
             continue
         if isinstance(value, enum.Enum):
             value = value.value
-        if key == "gitrepo" and not secrets:
-            value = mask_url(value)
+        if key in MASKED_FIELDS and not secrets:
+            value = MASKED_FIELDS[key](value)
         record[key] = value
     return record
 

@@ -105,7 +105,12 @@ def test_config_with_every_uri_given_asks_nothing() -> None:
     # Then nothing is prompted and the ini holds the given URIs
     path = default_ini_path()
     assert result.exit_code == 0, result.output
-    assert result.output == f"Configuration file created at {path}\n"
+    # (with a warning that the password was on the command line)
+    assert result.output == (
+        "warning: the --db URI carries a password, which `ps` and shell history show to "
+        f"others; set PYFI_DB or keep it in the ini file instead\n"
+        f"Configuration file created at {path}\n"
+    )
     assert read_ini(path, required=True) == {
         "database_url": "postgres://u:pw@db.example/pyfi",
         "broker_url": "amqp://mq.example:5672//",

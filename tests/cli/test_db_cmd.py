@@ -202,7 +202,7 @@ def test_db_json_has_a_key_per_table_with_the_first_flow(first_flow: Flow) -> No
 
 def test_db_json_never_shows_passwords(first_flow: Flow) -> None:
     # Given a user added with a password
-    first_flow("add", "user", "-n", "joe", "-e", "joe@x.org", "-p", SECRET)
+    first_flow("add", "user", "-n", "joe", "-e", "joe@x.org", input=f"{SECRET}\n{SECRET}\n")
     # When the database is dumped as JSON
     output = first_flow("db", "json").output
     # Then the user is there, but neither the hash nor the password is

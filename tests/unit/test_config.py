@@ -235,7 +235,7 @@ def test_mask_url_hides_password(url: str, expected: str) -> None:
     [
         "sqlite:////var/lib/pyfi/pyfi.sqlite",
         "filesystem:///var/lib/pyfi/broker",
-        "postgresql+psycopg://u@db:5432/pyfi",
+        "postgresql+psycopg://db:5432/pyfi?sslmode=require",
         "redis://localhost:6379/0",
         "not a url",
     ],

@@ -72,11 +72,12 @@ class Processor(Identified, Audited, Base):
 
     name: Mapped[unique_name]
     module: Mapped[str] = mapped_column(String(255), nullable=False)
-    gitrepo: Mapped[str] = mapped_column(String(500), nullable=False)
+    # Shown masked everywhere (pyfi.db.serialize): URLs may carry tokens.
+    gitrepo: Mapped[str] = mapped_column(String(500), nullable=False, info={"masked": "url"})
     branch: Mapped[str] = mapped_column(String(255), nullable=False, default="main")
     commit: Mapped[str | None] = mapped_column(String(64))
     modulepath: Mapped[str | None] = mapped_column(String(500))
-    requirements: Mapped[str | None] = mapped_column(Text)
+    requirements: Mapped[str | None] = mapped_column(Text, info={"masked": "text"})
     hostname: Mapped[str | None] = mapped_column(String(255), index=True)
     concurrency: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     retries: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -90,7 +91,7 @@ class Processor(Identified, Audited, Base):
         default=ProcessorStatus.READY,
     )
     # Why the status is what it is (a refused repository, a failed deploy).
-    status_reason: Mapped[str | None] = mapped_column(Text)
+    status_reason: Mapped[str | None] = mapped_column(Text, info={"masked": "text"})
     requested_status: Mapped[RequestedStatus] = mapped_column(
         enum_column(RequestedStatus, "requested_status"),
         nullable=False,

@@ -112,7 +112,7 @@ class Deployment(Identified, Audited, Base):
         nullable=False,
         default=DeploymentStatus.PENDING,
     )
-    status_reason: Mapped[str | None] = mapped_column(Text)
+    status_reason: Mapped[str | None] = mapped_column(Text, info={"masked": "text"})
     processor_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("processors.id", ondelete="CASCADE"), nullable=False, index=True
     )
