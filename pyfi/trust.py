@@ -305,7 +305,7 @@ def check_task(module: ModuleType, task: str) -> Callable[..., Any]:
         )
     function = _unwrap(value)
     if inspect.isclass(value) or not inspect.isfunction(function):
-        kind = "a class" if inspect.isclass(value) else f"a {type(value).__name__}"
+        kind = _kind_of(value)
         raise CodeNotAllowed(
             f"task {task!r} of module {name!r} is {kind}, not a function defined there; "
             "a socket runs only a function its processor's module defines"
@@ -318,6 +318,14 @@ def check_task(module: ModuleType, task: str) -> Callable[..., Any]:
     if not callable(value):
         raise CodeNotAllowed(f"task {task!r} of module {name!r} cannot be called")
     return value  # type: ignore[no-any-return]
+
+
+def _kind_of(value: Any) -> str:
+    if inspect.isclass(value):
+        return "a class"
+    if inspect.isbuiltin(value):
+        return "a built-in function"
+    return f"a {type(value).__name__}"
 
 
 def _unwrap(value: Any) -> Any:
