@@ -16,7 +16,7 @@ from pyfi.errors import CodeNotAllowed, ConfigurationError, DeployError
 from pyfi.wiring import ProcessorSpec, SocketSpec
 from pyfi.worker import registry
 
-TASKS = '''
+TASKS = """
 from subprocess import getoutput
 import os.path
 from os import system as run
@@ -43,7 +43,7 @@ class Shape:
 
 def _private():
     return 1
-'''
+"""
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ def test_namespace_folder_as_the_module_is_refused(tmp_path: Path, package: str)
     checkout = _checkout(tmp_path, package)
     # When the folder itself is named as the module
     # Then it is refused: it holds no functions
-    with pytest.raises(CodeNotAllowed, match="folder without __init__.py"):
+    with pytest.raises(CodeNotAllowed, match=r"folder without __init__\.py"):
         registry.import_module(f"{package}.ns", checkout)
 
 
@@ -155,7 +155,8 @@ def test_checkout_module_shadowing_the_standard_library_loads_its_own_file(
     tmp_path: Path,
 ) -> None:
     # Given a checkout whose json.py defines its own function, while the worker holds json
-    checkout = _tree(tmp_path / "checkout", {"json.py": "def shout(text):\n    return text.upper()\n"})
+    shout = "def shout(text):\n    return text.upper()\n"
+    checkout = _tree(tmp_path / "checkout", {"json.py": shout})
     standard = sys.modules["json"]
     # When the processor's module 'json' is loaded
     module = registry.import_module("json", checkout)
@@ -178,7 +179,8 @@ def test_module_loaded_again_is_the_same_object(tmp_path: Path, package: str) ->
 
 def test_module_import_failure_is_one_line(tmp_path: Path, package: str) -> None:
     # Given a module that raises while it is imported
-    checkout = _tree(tmp_path / "checkout", {f"{package}.py": "raise RuntimeError('boom\\nmore')\n"})
+    failing = "raise RuntimeError('boom\\nmore')\n"
+    checkout = _tree(tmp_path / "checkout", {f"{package}.py": failing})
     # When it is loaded
     with pytest.raises(ConfigurationError) as caught:
         registry.import_module(package, checkout)
@@ -304,6 +306,6 @@ def test_agent_check_reports_a_module_that_does_not_parse(tmp_path: Path, packag
     checkout = _tree(tmp_path / "checkout", {f"{package}.py": "def f(:\n"})
     # When the agent checks it
     # Then the deploy fails with the line, in one line
-    with pytest.raises(DeployError, match="does not parse: .* at line 1") as caught:
+    with pytest.raises(DeployError, match=r"does not parse: .* at line 1") as caught:
         trust.check_code(checkout, package, ["f"])
     assert "\n" not in caught.value.message
