@@ -33,10 +33,13 @@ ENV_DEBUG = "PYFI_DEBUG"
 ENV_ALLOWED_REPOS = "PYFI_ALLOWED_REPOS"
 # A user's password for `flow add | update user`, which never takes it as an argument.
 ENV_PASSWORD = "PYFI_PASSWORD"
+ENV_ALLOWED_INDEXES = "PYFI_ALLOWED_INDEXES"
 # Set by an agent for the workers it starts: they drain and exit if it dies.
 ENV_AGENT_PID = "PYFI_AGENT_PID"
 
 APP_NAME = "pyfi"
+# The package index processors' requirements come from unless allowed_indexes says otherwise.
+DEFAULT_INDEXES: tuple[str, ...] = ("https://pypi.org/simple",)
 
 # Where each URI lives in the ini file: (section, option).
 INI_KEYS: Mapping[str, tuple[str, str]] = {
@@ -98,6 +101,8 @@ class Settings:
     debug: bool = False
     # Glob patterns of git URLs agents may deploy (credentials stripped first).
     allowed_repos: tuple[str, ...] = ()
+    # Package indexes processors' requirements are installed from (pip --index-url first).
+    allowed_indexes: tuple[str, ...] = DEFAULT_INDEXES
     # Where each value came from ("option", "env", "ini" or "default"), for
     # `flow config show` and for error messages that point at the culprit.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -121,6 +126,7 @@ class Settings:
             "ini_path": str(self.ini_path),
             "debug": str(self.debug).lower(),
             "allowed_repos": ", ".join(self.allowed_repos),
+            "allowed_indexes": ", ".join(mask_url(index) for index in self.allowed_indexes),
         }
 
 
@@ -183,6 +189,10 @@ def load_settings(
 
     allowed_text = environ.get(ENV_ALLOWED_REPOS) or _ini_option(ini_path, "agent", "allowed_repos")
     allowed = tuple(p for p in re.split(r"[\s,]+", allowed_text or "") if p)
+    indexes_text = environ.get(ENV_ALLOWED_INDEXES) or _ini_option(
+        ini_path, "agent", "allowed_indexes"
+    )
+    indexes = tuple(p for p in re.split(r"[\s,]+", indexes_text or "") if p) or DEFAULT_INDEXES
     debug_env = environ.get(ENV_DEBUG, "").lower() in ("1", "true", "yes", "on")
     debug = bool(options.get("debug")) or debug_env
 
@@ -198,6 +208,7 @@ def load_settings(
         ini_path=ini_path,
         debug=debug,
         allowed_repos=allowed,
+        allowed_indexes=indexes,
         sources=sources,
     )
 

@@ -17,7 +17,8 @@ to exit code 1; nothing below ``pyfi.cli`` knows about exit codes.
     │   ├── ObjectInUse                 delete refused: other objects refer to it
     │   ├── DatabaseNotInitialised      tables are missing: run `flow db init`
     │   ├── AdaptorNotFound             `flow listen -a`: no such module.function
-    │   └── RepoNotAllowed              a processor's git repository is not in allowed_repos
+    │   ├── RepoNotAllowed              a processor's git repository is not in allowed_repos
+    │   └── CodeNotAllowed              a module, task or requirement pyfi will not run
     ├── DatabaseUnavailable             exit 1: the database cannot be reached
     ├── BrokerUnavailable               the message broker cannot be reached
     ├── MessageDecodeError              a message that is not a pyfi envelope
@@ -190,6 +191,10 @@ class AdaptorFailed(FlowError):
 
 class RepoNotAllowed(UserError):
     """The repository is not allowed on this agent; add a matching glob to allowed_repos."""
+
+
+class CodeNotAllowed(UserError):
+    """The processor names code pyfi does not run (see docs/security.md)."""
 
 
 class DeployError(FlowError):

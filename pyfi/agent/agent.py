@@ -29,7 +29,7 @@ from pyfi.config import ENV_AGENT_PID, Settings
 from pyfi.db import models
 from pyfi.db.enums import AgentStatus, DeploymentStatus, ProcessorStatus, WorkerStatus
 from pyfi.db.session import Database
-from pyfi.errors import FlowError
+from pyfi.errors import CodeNotAllowed, FlowError, RepoNotAllowed
 from pyfi.wiring import load_processor, spec_to_json
 
 log = logging.getLogger("pyfi.agent")
@@ -63,7 +63,7 @@ class Agent:
             self._worker_env(), options.workdir / "logs", describe=self._describe
         )
         self._stop = threading.Event()
-        self._deployed: dict[tuple[str, str, str | None, str | None], Any] = {}
+        self._deployed: dict[tuple[Any, ...], Any] = {}
         self._failed: dict[str, str] = {}
         self._worker_rows: dict[int, uuid.UUID] = {}
 
@@ -203,7 +203,8 @@ class Agent:
         """The processor's interpreter and commit, deploying it when needed."""
         from pyfi.agent.deploy import deploy
 
-        key = (share.gitrepo, share.branch, share.commit, share.requirements)
+        tasks = self._tasks(share)
+        key = (share.gitrepo, share.branch, share.commit, share.requirements, share.module, tasks)
         if key in self._deployed:
             return self._deployed[key]
         self._set_status(share, ProcessorStatus.DEPLOYING, None, DeploymentStatus.DEPLOYING)
@@ -216,11 +217,14 @@ class Agent:
                 workdir=self.options.workdir / "processors" / share.name,
                 cache_root=self.options.venv_cache or self.options.workdir / "venvs",
                 allowed=self.settings.allowed_repos,
+                module=share.module,
+                tasks=tasks,
+                indexes=self.settings.allowed_indexes,
             )
         except FlowError as exc:
             log.warning("cannot deploy %s: %s", share.name, exc.message)
             self._failed[share.name] = exc.message
-            refused = type(exc).__name__ == "RepoNotAllowed"
+            refused = isinstance(exc, RepoNotAllowed | CodeNotAllowed)
             self._set_status(
                 share,
                 ProcessorStatus.REFUSED if refused else ProcessorStatus.FAILED,
@@ -238,6 +242,12 @@ class Agent:
             commit=result.checkout.commit,
         )
         return result
+
+    def _tasks(self, share: placement.Share) -> tuple[str, ...]:
+        """The tasks of the processor's enabled sockets, checked with its module at deploy."""
+        with self.database.connect() as connection:
+            spec = load_processor(connection, share.name)
+        return tuple(sorted({socket.task for socket in spec.sockets}))
 
     def _set_status(
         self,

@@ -8,7 +8,10 @@ when already done, so deploying an unchanged processor again costs one
 
 The steps raise one-line errors for the agent to record against the
 processor: :class:`~pyfi.errors.RepoNotAllowed` (the host owner has not
-allowed the repository), :class:`~pyfi.errors.GitError` and
+allowed the repository), :class:`~pyfi.errors.CodeNotAllowed` (the module is
+not a file of the checkout, a task is not a function it defines, or a
+requirement is a URL outside ``allowed_repos``; see :mod:`pyfi.trust` and
+:mod:`pyfi.agent.requirements`), :class:`~pyfi.errors.GitError` and
 :class:`~pyfi.errors.VenvError` (both :class:`~pyfi.errors.DeployError`), and
 :class:`~pyfi.errors.InvalidValue` for requirements that are pip options.
 """
@@ -23,7 +26,9 @@ from pathlib import Path
 from pyfi.agent import venv as _venv
 from pyfi.agent.allowlist import check_repo
 from pyfi.agent.checkout import DEFAULT_TIMEOUT_S, Checkout, checkout
+from pyfi.agent.requirements import DEFAULT_INDEXES, check_requirements
 from pyfi.agent.text import display_url, first_error_line
+from pyfi.trust import check_code
 
 __all__ = ["Deployment", "deploy", "first_error_line"]
 
@@ -65,6 +70,9 @@ def deploy(
     workdir: Path,
     cache_root: Path,
     allowed: Sequence[str],
+    module: str | None = None,
+    tasks: Sequence[str] = (),
+    indexes: Sequence[str] = DEFAULT_INDEXES,
     pyfi_requirement: str | None = None,
     git_timeout_s: float = DEFAULT_TIMEOUT_S,
     pip_timeout_s: float = _venv.DEFAULT_PIP_TIMEOUT_S,
@@ -87,6 +95,12 @@ def deploy(
         The folder of cached virtualenvs, shared by all processors of the host.
     allowed:
         The ``allowed_repos`` globs (see :mod:`pyfi.agent.allowlist`).
+    module, tasks:
+        The processor's module and its sockets' tasks, checked in the
+        checkout before anything is installed (:func:`pyfi.trust.check_code`);
+        None skips the check (a caller that only builds the code).
+    indexes:
+        The ``allowed_indexes`` pip installs named requirements from.
     pyfi_requirement:
         How to install pyfi into the venv; default: the running pyfi
         (:func:`pyfi.agent.venv.pyfi_requirement`).
@@ -104,19 +118,27 @@ def deploy(
         The repository matches none of ``allowed``; nothing was fetched.
     GitError
         Cloning or checking out failed (git's reason, credentials masked).
+    CodeNotAllowed
+        The module or a task is not the checkout's own code, or a requirement
+        is a URL outside ``allowed``; nothing was installed.
     InvalidValue
-        A requirement is a pip option.
+        A requirement is a pip option, a local path or not a requirement.
     VenvError
         Building the virtualenv failed (pip's reason); nothing is cached.
     """
     check_repo(url, allowed)
+    check_requirements(requirements, allowed)  # before fetching anything
     code = checkout(url, branch or "main", commit, workdir, timeout_s=git_timeout_s)
+    if module is not None:
+        check_code(code.path, module, tasks)
     python = _venv.ensure_venv(
         code,
         requirements,
         cache_root,
         pyfi_requirement or _venv.pyfi_requirement(),
         timeout_s=pip_timeout_s,
+        allowed_repos=allowed,
+        indexes=indexes,
     )
     log.info("deployed %s at %s: %s", display_url(url), code.commit[:12], python)
     return Deployment(python=python, checkout=code)

@@ -26,19 +26,19 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from pyfi.agent.checkout import Checkout
+from pyfi.agent.requirements import DEFAULT_INDEXES, check_requirements, index_options
 from pyfi.agent.text import first_error_line
-from pyfi.errors import InvalidValue, VenvError
+from pyfi.errors import VenvError
 from pyfi.masking import mask_url, mask_urls_in
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,6 @@ MARKER = ".pyfi-ready"
 DEFAULT_PIP_TIMEOUT_S = 1800.0
 # Variables that would let the venv's interpreter see the agent's packages.
 _LEAKY_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PIP_USER")
-_COMMENT = re.compile(r"(^|\s)#.*$")
 
 
 def ensure_venv(
@@ -57,6 +56,8 @@ def ensure_venv(
     pyfi_requirement: str,
     *,
     timeout_s: float = DEFAULT_PIP_TIMEOUT_S,
+    allowed_repos: Sequence[str] = (),
+    indexes: Sequence[str] = DEFAULT_INDEXES,
 ) -> Path:
     """The python executable of the processor's virtualenv, built if needed.
 
@@ -67,14 +68,19 @@ def ensure_venv(
         (``pyproject.toml``, ``setup.py`` or ``setup.cfg``), else only imported
         from its folder by the worker (``--path``).
     requirements:
-        Extra pip requirement specifiers, separated by whitespace or newlines;
-        ``#`` starts a comment. A specifier must not contain spaces.
+        Extra requirements, separated by whitespace or newlines (one with a
+        marker alone on its line); ``#`` starts a comment. Checked by
+        :func:`pyfi.agent.requirements.check_requirements`.
     cache_root:
         The folder holding every cached venv.
     pyfi_requirement:
         How to install pyfi, usually :func:`pyfi_requirement`.
     timeout_s:
         How long ``pip install`` may take.
+    allowed_repos:
+        The globs a requirement that is a URL must match.
+    indexes:
+        The package indexes pip may use (``allowed_indexes``).
 
     Returns
     -------
@@ -84,14 +90,16 @@ def ensure_venv(
     Raises
     ------
     InvalidValue
-        A requirement is a pip option (``-e``, ``--index-url``...): options
-        could redirect installs or read files, so they are refused.
+        A requirement is a pip option (``-e``, ``--index-url``...), a local
+        path or not a requirement: they could redirect installs or read files.
+    CodeNotAllowed
+        A requirement is a URL that matches none of ``allowed_repos``.
     VenvError
         virtualenv or ``pip install`` failed; the message is pip's reason.
         Nothing is left in the cache.
     """
-    specifiers = normalise_requirements(requirements)
-    key = venv_key(checkout, specifiers, pyfi_requirement)
+    specifiers = check_requirements(requirements, allowed_repos)
+    key = venv_key(checkout, specifiers, pyfi_requirement, indexes)
     venv = cache_root / key
     python = venv / "bin" / "python"
     if (venv / MARKER).is_file():
@@ -107,7 +115,7 @@ def ensure_venv(
         try:
             _create(venv, checkout)
             targets = [*_project(checkout), *specifiers, pyfi_requirement]
-            _pip_install(python, venv, targets, checkout, timeout_s)
+            _pip_install(python, venv, targets, checkout, timeout_s, index_options(indexes))
             _check_pyfi(python, pyfi_requirement)
             _write_marker(venv, checkout, specifiers, pyfi_requirement, started)
         except BaseException:
@@ -117,33 +125,31 @@ def ensure_venv(
     return python
 
 
-def normalise_requirements(text: str | None) -> list[str]:
-    """The requirement specifiers in ``text``: comments dropped, deduplicated, sorted.
+def normalise_requirements(text: str | None, allowed_repos: Sequence[str] = ()) -> list[str]:
+    """The requirement entries in ``text``: checked, deduplicated, sorted.
 
     Raises
     ------
     InvalidValue
-        A token is a pip option.
+        An entry is a pip option, a local path or not a requirement.
+    CodeNotAllowed
+        An entry is a URL outside ``allowed_repos``.
     """
-    tokens: set[str] = set()
-    for line in (text or "").splitlines():
-        tokens.update(_COMMENT.sub("", line).split())
-    options = sorted(t for t in tokens if t.startswith("-"))
-    if options:
-        raise InvalidValue(
-            f"requirements may hold only requirement specifiers, not pip options: "
-            f"{mask_urls_in(' '.join(options))}; "
-            "configure indexes in the agent host's pip.conf instead"
-        )
-    return sorted(tokens)
+    return check_requirements(text, allowed_repos)
 
 
-def venv_key(checkout: Checkout, specifiers: list[str], pyfi_requirement: str) -> str:
+def venv_key(
+    checkout: Checkout,
+    specifiers: list[str],
+    pyfi_requirement: str,
+    indexes: Sequence[str] = DEFAULT_INDEXES,
+) -> str:
     """The cache key: a sha256 of everything that decides the venv's content."""
     identity = {
         "url": checkout.url,
         "commit": checkout.commit,
         "requirements": specifiers,
+        "indexes": index_options(indexes),
         "pyfi": pyfi_requirement,
         "pyfi_build": pyfi_fingerprint(pyfi_requirement),
         "python": [sys.version, sys.base_prefix],
@@ -265,9 +271,18 @@ def _create(venv: Path, checkout: Checkout) -> None:
 
 
 def _pip_install(
-    python: Path, venv: Path, targets: list[str], checkout: Checkout, timeout_s: float
+    python: Path,
+    venv: Path,
+    targets: list[str],
+    checkout: Checkout,
+    timeout_s: float,
+    indexes: list[str],
 ) -> None:
-    """``python -m pip install TARGETS``; VenvError with pip's reason if it fails."""
+    """``python -m pip install INDEXES TARGETS``; VenvError with pip's reason if it fails.
+
+    ``indexes`` (``--index-url`` and ``--extra-index-url`` options) are not
+    logged: an index URL may carry a token.
+    """
     env = {k: v for k, v in os.environ.items() if k not in _LEAKY_VARIABLES}
     env["VIRTUAL_ENV"] = str(venv)
     env["PATH"] = os.pathsep.join([str(venv / "bin"), env.get("PATH", "")])
@@ -277,7 +292,7 @@ def _pip_install(
     log.info("installing %s into %s", mask_urls_in(" ".join(targets)), venv)
     try:
         result = subprocess.run(
-            [*command, *targets],
+            [*command, *indexes, *targets],
             env=env,
             capture_output=True,
             text=True,

@@ -71,6 +71,6 @@ def show(flow: CliContext, as_json: bool) -> None:
         return
     rows = [
         {"name": key, "value": masked[key], "source": settings.sources.get(key, "")}
-        for key in (*INI_KEYS, "data_dir", "ini_path", "debug", "allowed_repos")
+        for key in (*INI_KEYS, "data_dir", "ini_path", "debug", "allowed_repos", "allowed_indexes")
     ]
     print_table([("Setting", "name"), ("Value", "value"), ("From", "source")], rows)

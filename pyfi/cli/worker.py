@@ -36,7 +36,16 @@ def worker_group() -> None:
     "--path",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
-    help="Folder to import the processor's module from (before the installed packages).",
+    help="The processor's checkout: its module is loaded from a file in this folder "
+    "(or its src/ folder), never from the installed packages.",
+)
+@click.option(
+    "--allow-installed",
+    "allow_installed",
+    multiple=True,
+    metavar="PACKAGE",
+    help="Without --path: a top-level installed package the processor's module may be "
+    "imported from (repeatable). The standard library and pyfi are never allowed.",
 )
 @click.option(
     "--result-ttl",
@@ -71,6 +80,7 @@ def start(
     spec_file: Path | None,
     concurrency: int | None,
     path: Path | None,
+    allow_installed: tuple[str, ...],
     result_ttl: int,
     join_ttl: int,
     record: bool,
@@ -95,6 +105,7 @@ def start(
     options = WorkerOptions(
         concurrency=concurrency or 0,
         path=path,
+        allow_installed=tuple(allow_installed),
         result_ttl_s=result_ttl,
         join_ttl_s=join_ttl,
         record=record,

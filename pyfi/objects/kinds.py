@@ -22,6 +22,7 @@ from pyfi.errors import InvalidValue
 from pyfi.objects.lookup import argument_for, get_by_name, task_for
 from pyfi.objects.validate import check_cron
 from pyfi.passwords import hash_password
+from pyfi.trust import check_module_name, check_task_name
 
 Resolver = Callable[[Session, Any, Any], None]
 Finisher = Callable[[Session, Any], None]
@@ -53,8 +54,13 @@ def _processor(session: Session, obj: Any, name: str) -> None:
     obj.processor = get_by_name(session, models.Processor, name)
 
 
+def _module(_session: Session, obj: models.Processor, name: str) -> None:
+    # A cheap name check at once; the agent decides when it sees the checkout.
+    obj.module = check_module_name(name)
+
+
 def _task(session: Session, obj: models.Socket, name: str) -> None:
-    obj.task = task_for(session, obj.processor, name)
+    obj.task = task_for(session, obj.processor, check_task_name(name))
 
 
 def _source(session: Session, obj: models.Plug, name: str) -> None:
@@ -108,6 +114,7 @@ KINDS: Mapping[str, Kind] = {
             models.Processor,
             required=("name", "module", "gitrepo"),
             enums={"requested_status": RequestedStatus},
+            resolvers={"module": _module},
         ),
         Kind(
             "socket",

@@ -80,6 +80,8 @@ class WorkerOptions:
 
     concurrency: int = 1
     path: Path | None = None
+    # Without ``path``: top-level packages the module may be imported from (pyfi.worker.registry).
+    allow_installed: tuple[str, ...] = ()
     result_ttl_s: int = DEFAULT_RESULT_TTL_S
     join_ttl_s: int = DEFAULT_JOIN_TTL_S
     prefetch: int | None = None
@@ -109,7 +111,7 @@ class Worker:
         self.options = options
         self.backend = backend
         self.telemetry = telemetry
-        self.functions = registry.resolve(spec, options.path)
+        self.functions = registry.resolve(spec, options.path, installed=options.allow_installed)
         self._stop = threading.Event()
         self._paused = threading.Event()
         # A message to run (step None), or the next step of one under way.

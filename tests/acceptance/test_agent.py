@@ -208,6 +208,34 @@ def test_agent_refuses_an_unlisted_repo(stack: Stack, example_repo: Repo, venv_c
     assert not _workers(stack)
 
 
+@pytest.mark.parametrize(
+    ("module", "task", "reason"),
+    [
+        ("subprocess", "getoutput", "processor module 'subprocess' is not a file of its checkout"),
+        ("pyfi_examples.sample", "Any", "task 'Any' of module 'pyfi_examples.sample' is imported"),
+    ],
+)
+def test_agent_refuses_code_that_is_not_the_processors_own(
+    stack: Stack, example_repo: Repo, venv_cache: Path, module: str, task: str, reason: str
+) -> None:
+    # Given a processor on an allowed repository whose socket names a standard library
+    # function, or a name its module only imports
+    stack.cli("add queue -n pyfi.queue1")
+    stack.cli(f"add processor -n proc1 -g {example_repo.url} -m {module}")
+    stack.cli(f"add socket -n proc1.run -q pyfi.queue1 -pn proc1 -t {task}")
+    # When an agent deploys it
+    agent = stack.start_agent("a1", venv_cache)
+
+    def refused() -> bool:
+        row = stack.show("processor", "proc1")["processor"]
+        return row["status"] == "refused" and reason in (row["status_reason"] or "")
+
+    # Then it is refused with the reason on the processor, no worker runs, the agent stays up
+    wait_for(refused, 60, "the refusal with its reason")
+    assert not _workers(stack)
+    assert agent.process.poll() is None
+
+
 def test_agent_reports_a_broken_repo_url(stack: Stack, venv_cache: Path) -> None:
     # Given a processor whose repository does not exist
     stack.cli("add queue -n pyfi.queue1")

@@ -168,6 +168,10 @@ def test_roles_and_privileges_are_granted_and_revoked(flow: Flow) -> None:
         ("add privilege -n ADD_PROCESSOR", "give --user NAME, --role NAME"),
         ("add privilege -u nobody -n ADD_PROCESSOR", "no user named 'nobody'"),
         ("add user -n u -e u@x.org -p short", "never taken on the command line"),
+        ("add socket -n s -q pyfi.queue1 -pn proc1 -t __import__", "invalid task '__import__'"),
+        ("add socket -n s -q pyfi.queue1 -pn proc1 -t _helper", "invalid task '_helper'"),
+        ("add processor -n p -g g -m os.__init__", "invalid processor module 'os.__init__'"),
+        ("update processor -n proc1 -m a..b", "invalid processor module 'a..b'"),
     ],
 )
 def test_bad_input_gets_one_clear_line(first_flow: Flow, command: str, expected: str) -> None:

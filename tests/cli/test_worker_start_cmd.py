@@ -32,3 +32,25 @@ def test_worker_start_refuses_a_file_that_is_not_a_spec(first_flow: Flow, tmp_pa
     spec_file.write_text('{"format": 7}')
     error = first_flow.fails("worker", "start", "--spec", str(spec_file))
     assert error.startswith("Error: processor spec format 7; this pyfi reads format 1")
+
+
+def test_worker_start_refuses_a_module_that_is_not_in_its_checkout(
+    first_flow: Flow, tmp_path: Path
+) -> None:
+    # Given a processor on the standard subprocess module, and a checkout without that file
+    first_flow("add", "processor", "-n", "shell", "-g", "file:///repo", "-m", "subprocess")
+    first_flow(
+        "add", "socket", "-n", "shell.run", "-q", "pyfi.queue1", "-pn", "shell", "-t", "getoutput"
+    )
+    # When a worker is started for it, then it refuses in one line, exit 2
+    error = first_flow.fails("worker", "start", "-p", "shell", "--path", str(tmp_path))
+    assert "processor module 'subprocess' is not a file of its checkout" in error
+
+
+def test_worker_start_without_a_checkout_needs_the_package_allowed(first_flow: Flow) -> None:
+    # Given the first flow's processor, whose module is not installed under an allowed name
+    # When a worker is started without --path, then it says how to allow it
+    error = first_flow.fails("worker", "start", "-p", "proc1")
+    assert "--path" in error
+    assert "--allow-installed pyfi" not in error  # pyfi's own modules are never allowed
+    assert "belongs to the pyfi package" in error
