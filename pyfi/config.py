@@ -32,6 +32,9 @@ ENV_DEBUG = "PYFI_DEBUG"
 ENV_ALLOWED_REPOS = "PYFI_ALLOWED_REPOS"
 # Set by an agent for the workers it starts: they drain and exit if it dies.
 ENV_AGENT_PID = "PYFI_AGENT_PID"
+# Set by an agent for each worker it starts: the file the worker creates once
+# it consumes, so that the agent can tell a crash loop from a worker's death.
+ENV_READY_FILE = "PYFI_READY_FILE"
 
 APP_NAME = "pyfi"
 
