@@ -265,6 +265,10 @@ class Agent:
                 session.get_one(models.Node, agent.node_id), measure(self.options.workdir)
             )
         self.deployer.forget({share.name for share in shares})
+        placed = {share.processor_id for share in shares}
+        for processor_id in list(self._reported):
+            if processor_id not in placed:  # placed again later: say so again
+                del self._reported[processor_id]
         specs: list[GroupSpec] = []
         reports: dict[uuid.UUID, tuple[placement.Share, Reported]] = {}
         failed: dict[str, str] = {}

@@ -52,7 +52,7 @@ log = logging.getLogger("pyfi.agent")
 
 # Waits before restarting a worker that died before it consumed, by how many
 # times in a row that happened.
-CRASH_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+CRASH_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
 # A worker running this long counts as consuming even if it never said so.
 ASSUME_READY_S = 60.0
 DEFAULT_DRAIN_GRACE_S = 60.0
