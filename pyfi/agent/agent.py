@@ -45,7 +45,7 @@ from pyfi.config import ENV_AGENT_PID, Settings
 from pyfi.db import models
 from pyfi.db.enums import AgentStatus, DeploymentStatus, ProcessorStatus, WorkerStatus
 from pyfi.db.session import Database
-from pyfi.errors import DeployError, FlowError
+from pyfi.errors import DeployError, FlowError, UserError
 from pyfi.wiring import load_processor, spec_to_json
 
 log = logging.getLogger("pyfi.agent")
@@ -149,6 +149,7 @@ class Agent:
                 retry_in = self._pass()
                 self._wait(listener, retry_in)
         finally:
+            self._stop.set()  # the watcher too, whatever ended the loop
             watcher.join()
             listener.close()
             server.shutdown()
@@ -159,10 +160,16 @@ class Agent:
             log.info("agent %s offline", self.options.name)
 
     def _until_done(self, attempt: Callable[[], T]) -> T | None:
-        """``attempt()``, retried while the database is away; None if stopped meanwhile."""
+        """``attempt()``, retried while the database is away; None if stopped meanwhile.
+
+        A wrong setting (a database that is not initialised, a URL of no
+        known kind) is not an outage: it ends the agent with its one line.
+        """
         while not self._stop.is_set():
             try:
                 done = attempt()
+            except UserError:
+                raise
             except Exception as exc:
                 self._stop.wait(self.outage.failed(exc))
                 continue
