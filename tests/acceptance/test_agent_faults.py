@@ -27,7 +27,7 @@ from tests.conftest import NEEDS_ALL_SERVICES
 from tests.relay import TcpProxy
 
 # The first deploy of a test run builds a virtualenv with pyfi in it.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(DEPLOY_TIMEOUT + 120)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * DEPLOY_TIMEOUT)]
 
 KILLS = 6
 # A deadline for the test's patience, not a measure of speed (the figures are printed).
