@@ -45,7 +45,7 @@ from pyfi.config import ENV_AGENT_PID, Settings
 from pyfi.db import models
 from pyfi.db.enums import AgentStatus, DeploymentStatus, ProcessorStatus, WorkerStatus
 from pyfi.db.session import Database
-from pyfi.errors import DeployError, FlowError, UserError
+from pyfi.errors import DeployError, FlowError, UserError, first_line
 from pyfi.wiring import load_processor, spec_to_json
 
 log = logging.getLogger("pyfi.agent")
@@ -324,8 +324,10 @@ class Agent:
         try:
             with self.database.connect() as connection:
                 return spec_to_json(load_processor(connection, processor))
-        except Exception as exc:  # the worker can still read it itself
-            log.warning("could not read the spec of %s for its worker: %s", processor, exc)
+        except Exception as exc:  # the last spec written serves, or the worker reads it itself
+            log.warning(
+                "could not read the spec of %s for its worker: %s", processor, first_line(exc)
+            )
             return None
 
     def _deploy_code(self, name: str, key: Key) -> Any:
