@@ -36,6 +36,9 @@ ENV_PASSWORD = "PYFI_PASSWORD"
 ENV_ALLOWED_INDEXES = "PYFI_ALLOWED_INDEXES"
 # Set by an agent for the workers it starts: they drain and exit if it dies.
 ENV_AGENT_PID = "PYFI_AGENT_PID"
+# Set by an agent for each worker it starts: the file the worker creates once
+# it consumes, so that the agent can tell a crash loop from a worker's death.
+ENV_READY_FILE = "PYFI_READY_FILE"
 
 APP_NAME = "pyfi"
 # The package index processors' requirements come from unless allowed_indexes says otherwise.

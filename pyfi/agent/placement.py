@@ -12,7 +12,10 @@ a processor than its concurrency.
   needs, up to its own free CPUs. Shares of agents whose heartbeat is stale
   are released, so a dead host's work moves to the living.
 
-A :class:`~pyfi.db.models.Deployment` row records each share.
+A :class:`~pyfi.db.models.Deployment` row records each share. A share whose
+code is still being deployed is held like any other: deploys run off the
+agent's loop (see :mod:`pyfi.agent.deployer`), so its heartbeat goes on and
+nobody takes the share over meanwhile.
 """
 
 from __future__ import annotations

@@ -51,6 +51,14 @@ def agent_group() -> None:
     default=None,
     help="Where processor virtualenvs are cached [default: WORKDIR/venvs].",
 )
+@click.option(
+    "--drain-grace",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Seconds a worker told to stop (a roll-over, a stop) may take to finish its "
+    "calls before it is killed.",
+)
 @pass_flow
 def start(
     flow: CliContext,
@@ -61,6 +69,7 @@ def start(
     workdir: Path | None,
     clean: bool,
     venv_cache: Path | None,
+    drain_grace: float,
 ) -> None:
     """Start an agent: it runs until SIGTERM or Ctrl-C, then drains its workers."""
     from pyfi.agent.agent import Agent, AgentOptions
@@ -76,5 +85,6 @@ def start(
         port=port,
         clean=clean,
         venv_cache=venv_cache,
+        drain_grace_s=drain_grace,
     )
     Agent(settings, options).run()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from pyfi.cli.context import CliContext, FlowGroup, configure_logging, pass_flow
+
+if TYPE_CHECKING:
+    from pyfi.worker.worker import Worker
 
 
 @click.group("worker", cls=FlowGroup)
@@ -127,4 +131,29 @@ def start(
         )
         flow.database.dispose()  # the worker's hot path never uses this connection
         record_signatures_once_consuming(worker, flow.database)
+    _say_when_consuming(worker)
     worker.run()
+
+
+def _say_when_consuming(worker: Worker) -> None:
+    """Create the agent's ready file (``PYFI_READY_FILE``) once the worker consumes.
+
+    The agent replaces a worker that dies after this at once, and backs off
+    only for one that dies before it (a crash loop).
+    """
+    import contextlib
+    import os
+    import threading
+
+    from pyfi.config import ENV_READY_FILE
+
+    ready_file = os.environ.get(ENV_READY_FILE)
+    if not ready_file:
+        return
+
+    def touch() -> None:
+        worker.ready.wait()
+        with contextlib.suppress(OSError):  # the agent's folder is gone: it is gone too
+            Path(ready_file).touch()
+
+    threading.Thread(target=touch, name="pyfi-ready", daemon=True).start()

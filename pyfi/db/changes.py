@@ -421,9 +421,11 @@ class _PostgresListener:
             try:
                 self._connect()
             except Exception as exc:
-                log.warning(
-                    "cannot reconnect the change listener (next try in %.1fs): %s",
-                    self._backoff,
+                # One line per outage, not one per attempt.
+                first = self._backoff == _MIN_BACKOFF_S
+                log.log(
+                    logging.WARNING if first else logging.DEBUG,
+                    "cannot reconnect the change listener (retrying with a backoff): %s",
                     first_line(exc),
                 )
                 self._next_attempt = time.monotonic() + self._backoff

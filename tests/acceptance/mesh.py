@@ -115,11 +115,22 @@ class Stack:
         return worker
 
     def start_agent(
-        self, name: str, venv_cache: Path, *, cpus: int = 2, allowed: str = "file://*"
+        self,
+        name: str,
+        venv_cache: Path,
+        *,
+        cpus: int = 2,
+        allowed: str = "file://*",
+        env: dict[str, str] | None = None,
+        options: tuple[str, ...] = (),
     ) -> WorkerProcess:
-        """A real `flow agent start` process, ready once it says it is online."""
+        """A real `flow agent start` process, ready once it says it is online.
+
+        ``env`` overrides the stack's settings for the agent alone (a database
+        URL through a relay, say); ``options`` are added to its command line.
+        """
         log = self.tmp / f"agent-{name}.log"
-        env = {**os.environ, **self.env, "PYFI_ALLOWED_REPOS": allowed}
+        env = {**os.environ, **self.env, "PYFI_ALLOWED_REPOS": allowed, **(env or {})}
         with log.open("wb") as output:
             process = subprocess.Popen(
                 [
@@ -136,6 +147,7 @@ class Stack:
                     str(self.tmp / "agents" / name),
                     "--venv-cache",
                     str(venv_cache),
+                    *options,
                 ],
                 stdout=output,
                 stderr=subprocess.STDOUT,

@@ -4,93 +4,34 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 
 from pyfi.wiring import spec_from_json
-from tests.acceptance.mesh import EXAMPLES, Stack, wait_for
+from tests.acceptance.agents import (
+    DEPLOY_TIMEOUT,
+    THIS,
+    Repo,
+    network,
+    processor_status,
+    worker_rows,
+)
+from tests.acceptance.mesh import Stack, wait_for
 
 pytestmark = pytest.mark.slow
-
-THIS = "pyfi.processors.sample.do_this"
-DEPLOY_TIMEOUT = 300  # the first virtualenv build of a test run installs pyfi into it
-
-
-@dataclass(frozen=True)
-class Repo:
-    """A git repository of processors_example: main, and a v2 commit on its own branch."""
-
-    url: str
-    main: str
-    v2: str
-
-
-def _git(path: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=pyfi", "-c", "user.email=pyfi@example.org", *args],
-        cwd=path,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
-@pytest.fixture(scope="session")
-def example_repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
-    path = tmp_path_factory.mktemp("repo") / "processors_example"
-    shutil.copytree(EXAMPLES, path, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    _git(path, "init", "-q", "-b", "main")
-    _git(path, "add", ".")
-    _git(path, "commit", "-q", "-m", "sample processors")
-    main = _git(path, "rev-parse", "HEAD")
-    _git(path, "checkout", "-q", "-b", "v2")
-    sample = path / "pyfi_examples" / "sample.py"
-    sample.write_text(
-        sample.read_text().replace('f"Do this: {message}"', 'f"Do this v2: {message}"')
-    )
-    _git(path, "commit", "-q", "-am", "do_this v2")
-    v2 = _git(path, "rev-parse", "HEAD")
-    _git(path, "checkout", "-q", "main")
-    return Repo(f"file://{path}", main, v2)
-
-
-@pytest.fixture(scope="session")
-def venv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("venvs")
-
-
-def _network(stack: Stack, repo: Repo, *, concurrency: int = 1, extra: str = "") -> None:
-    stack.cli("add queue -n pyfi.queue1")
-    stack.cli(
-        f"add processor -n proc1 -g {repo.url} -m pyfi_examples.sample -c {concurrency} {extra}"
-    )
-    stack.cli(f"add socket -n {THIS} -q pyfi.queue1 -pn proc1 -t do_this")
-
-
-def _status(stack: Stack) -> str:
-    return str(stack.show("processor", "proc1")["processor"]["status"])
-
-
-def _workers(stack: Stack, status: str = "running") -> list[dict]:
-    rows = json.loads(stack.cli("ls workers --json"))
-    return [w for w in rows if w["status"] == status]
 
 
 @pytest.fixture
 def deployed(stack: Stack, example_repo: Repo, venv_cache: Path) -> Stack:
     """The first flow's processor deployed by one agent."""
-    _network(stack, example_repo)
+    network(stack, example_repo)
     stack.start_agent("a1", venv_cache)
-    wait_for(lambda: _status(stack) == "running", DEPLOY_TIMEOUT, "deploying proc1")
-    wait_for(lambda: len(_workers(stack)) == 1, 30, "one running worker")
+    wait_for(lambda: processor_status(stack) == "running", DEPLOY_TIMEOUT, "deploying proc1")
+    wait_for(lambda: len(worker_rows(stack)) == 1, 30, "one running worker")
     return stack
 
 
@@ -120,7 +61,7 @@ def test_agent_deploys_and_task_run_works(deployed: Stack) -> None:
 def test_agent_obeys_stop_pause_resume_restart(deployed: Stack) -> None:
     # When the processor is stopped, its worker drains and goes away
     deployed.cli("proc stop -n proc1")
-    wait_for(lambda: not _workers(deployed), 10, "the worker stopping")
+    wait_for(lambda: not worker_rows(deployed), 10, "the worker stopping")
     # And a call sent meanwhile waits in its queue
     with deployed.client() as client:
         call = client.send(THIS, ["queued"])
@@ -129,18 +70,20 @@ def test_agent_obeys_stop_pause_resume_restart(deployed: Stack) -> None:
         assert client.result(call.call_id, 60) == "Do this: queued"
         # When paused, a new call is not taken...
         deployed.cli("proc pause -n proc1")
-        wait_for(lambda: _workers(deployed, "paused"), 10, "the worker pausing")
+        wait_for(lambda: worker_rows(deployed, "paused"), 10, "the worker pausing")
         paused_call = client.send(THIS, ["paused"])
         with pytest.raises(Exception, match="no result"):
             client.result(paused_call.call_id, 2)
         # ... until resumed
         deployed.cli("proc resume -n proc1")
         assert client.result(paused_call.call_id, 30) == "Do this: paused"
-        # When restarted, a new worker process replaces the old one
-        (before,) = [w["pid"] for w in _workers(deployed)]
+        # When restarted, a new worker process replaces the old one (the worker's row
+        # says running again at the agent's next pass, which may follow the result)
+        wait_for(lambda: worker_rows(deployed), 10, "the worker's row running again")
+        (before,) = [w["pid"] for w in worker_rows(deployed)]
         deployed.cli("proc restart -n proc1")
         wait_for(
-            lambda: [w["pid"] for w in _workers(deployed)] not in ([before], []),
+            lambda: [w["pid"] for w in worker_rows(deployed)] not in ([before], []),
             30,
             "a new worker after restart",
         )
@@ -149,17 +92,17 @@ def test_agent_obeys_stop_pause_resume_restart(deployed: Stack) -> None:
 
 def test_agent_restarts_a_killed_worker(deployed: Stack) -> None:
     # When its worker is killed with SIGKILL
-    (pid,) = [w["pid"] for w in _workers(deployed)]
+    (pid,) = [w["pid"] for w in worker_rows(deployed)]
     os.kill(pid, signal.SIGKILL)
     # Then the agent starts another, and calls work again
     wait_for(
-        lambda: [w["pid"] for w in _workers(deployed)] not in ([pid], []),
+        lambda: [w["pid"] for w in worker_rows(deployed)] not in ([pid], []),
         30,
         "a replacement worker",
     )
     # And the dead one is recorded as crashed
     wait_for(
-        lambda: any(w["name"] == f"a1:proc1:{pid}" for w in _workers(deployed, "crashed")),
+        lambda: any(w["name"] == f"a1:proc1:{pid}" for w in worker_rows(deployed, "crashed")),
         10,
         "the crash recorded",
     )
@@ -185,27 +128,27 @@ def test_agents_share_an_unpinned_processor_by_cpus(
     stack: Stack, example_repo: Repo, venv_cache: Path
 ) -> None:
     # Given a processor that wants 2 workers and two agents with 1 CPU each
-    _network(stack, example_repo, concurrency=2)
+    network(stack, example_repo, concurrency=2)
     stack.start_agent("a1", venv_cache, cpus=1)
     stack.start_agent("a2", venv_cache, cpus=1)
     # Then each runs one worker: together exactly the processor's concurrency
-    wait_for(lambda: len(_workers(stack)) == 2, DEPLOY_TIMEOUT, "two workers")
-    hosts = sorted(w["name"].split(":")[0] for w in _workers(stack))
+    wait_for(lambda: len(worker_rows(stack)) == 2, DEPLOY_TIMEOUT, "two workers")
+    hosts = sorted(w["name"].split(":")[0] for w in worker_rows(stack))
     assert hosts == ["a1", "a2"]
     # When the processor wants only one, the agents never run more than that
     stack.cli("update processor -n proc1 -c 1")
-    wait_for(lambda: len(_workers(stack)) == 1, 30, "one worker left")
+    wait_for(lambda: len(worker_rows(stack)) == 1, 30, "one worker left")
 
 
 def test_agent_refuses_an_unlisted_repo(stack: Stack, example_repo: Repo, venv_cache: Path) -> None:
     # Given an agent that only trusts another host's repositories
-    _network(stack, example_repo)
+    network(stack, example_repo)
     stack.start_agent("a1", venv_cache, allowed="https://git.example.org/*")
     # Then the processor is refused, and the listing says why
-    wait_for(lambda: _status(stack) == "refused", 30, "the refusal")
+    wait_for(lambda: processor_status(stack) == "refused", 30, "the refusal")
     table = stack.cli("ls processors")
     assert "allowed_repos" in table
-    assert not _workers(stack)
+    assert not worker_rows(stack)
 
 
 @pytest.mark.parametrize(
@@ -232,7 +175,7 @@ def test_agent_refuses_code_that_is_not_the_processors_own(
 
     # Then it is refused with the reason on the processor, no worker runs, the agent stays up
     wait_for(refused, 60, "the refusal with its reason")
-    assert not _workers(stack)
+    assert not worker_rows(stack)
     assert agent.process.poll() is None
 
 
@@ -243,7 +186,7 @@ def test_agent_reports_a_broken_repo_url(stack: Stack, venv_cache: Path) -> None
     stack.cli(f"add socket -n {THIS} -q pyfi.queue1 -pn proc1 -t do_this")
     agent = stack.start_agent("a1", venv_cache)
     # Then it is failed with a one-line reason, and the agent keeps running
-    wait_for(lambda: _status(stack) == "failed", 60, "the failure")
+    wait_for(lambda: processor_status(stack) == "failed", 60, "the failure")
     reason = stack.show("processor", "proc1")["processor"]["status_reason"]
     assert "/no/such/repo.git" in reason
     assert "\n" not in reason
@@ -258,11 +201,11 @@ def _calls(stack: Stack, socket: str, state: str) -> list[dict]:
 def test_agent_killed_worker_mid_call_completes_after_restart(deployed: Stack) -> None:
     # Given a slow socket, picked up by a restart of the processor's workers
     deployed.cli("add socket -n slow.sock -q pyfi.queue1 -pn proc1 -t slow")
-    (old,) = [w["pid"] for w in _workers(deployed)]
+    (old,) = [w["pid"] for w in worker_rows(deployed)]
     deployed.cli("proc restart -n proc1")
 
     def only_new_worker() -> bool:
-        pids = [w["pid"] for w in _workers(deployed)]
+        pids = [w["pid"] for w in worker_rows(deployed)]
         return len(pids) == 1 and old not in pids
 
     wait_for(only_new_worker, 60, "the restarted worker alone")
@@ -270,7 +213,7 @@ def test_agent_killed_worker_mid_call_completes_after_restart(deployed: Stack) -
         # And a call in progress on it
         call = client.send("slow.sock", ["in flight"], {"seconds": 3})
         wait_for(lambda: _calls(deployed, "slow.sock", "running"), 30, "the call running")
-        (pid,) = [w["pid"] for w in _workers(deployed)]
+        (pid,) = [w["pid"] for w in worker_rows(deployed)]
         # When the worker is killed with SIGKILL mid-call
         os.kill(pid, signal.SIGKILL)
         # Then the agent restarts a worker and the call completes
