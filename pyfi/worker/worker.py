@@ -367,13 +367,22 @@ class Worker:
         except _StopRequested:
             log.info("stopping while the message broker is away")
             return []
-        self._await_orphans(broker)
-        consumers = [] if self._paused.is_set() else self._consume(broker)
         log.info(
-            "reconnected to the message broker %s after %.1fs; consuming %d socket(s)",
+            "reconnected to the message broker %s after %.1fs",
             mask_url(broker.url),
             time.monotonic() - lost_at,
+        )
+        if self._orphans:
+            log.info(
+                "consuming again once the %d call(s) of the lost connection are done",
+                self._orphans,
+            )
+            self._await_orphans(broker)
+        consumers = [] if self._paused.is_set() else self._consume(broker)
+        log.info(
+            "consuming %d socket(s) again, %.1fs after the loss",
             len(consumers),
+            time.monotonic() - lost_at,
         )
         return consumers
 

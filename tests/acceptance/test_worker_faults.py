@@ -67,14 +67,15 @@ def test_worker_rides_out_a_broker_outage_without_losing_or_repeating_a_call(
         worker = _spawn(stack, broker=relay.url_of(stack.env["PYFI_BROKER"]))
         worker.wait_ready()
         with stack.client() as client:
-            # When calls are running and the broker goes away for 3 s meanwhile
-            sent = [client.send("slow", [f"before-{n}"], {"seconds": 0.2}) for n in range(10)]
-            wait_for(lambda: stack.traces("slow_started"), 20, "a call starting")
+            # When calls are running (for longer than the outage lasts, and more are
+            # waiting in the worker) and the broker goes away for 3 s meanwhile
+            sent = [client.send("slow", [f"before-{n}"], {"seconds": 6}) for n in range(4)]
+            wait_for(lambda: len(stack.traces("slow_started")) == 2, 20, "two calls starting")
             relay.set_up(False)
-            sent += [client.send("slow", [f"during-{n}"], {"seconds": 0.2}) for n in range(10)]
+            sent += [client.send("slow", [f"during-{n}"], {"seconds": 0.1}) for n in range(10)]
             time.sleep(3)
             relay.set_up(True)
-            sent += [client.send("slow", [f"after-{n}"], {"seconds": 0.2}) for n in range(10)]
+            sent += [client.send("slow", [f"after-{n}"], {"seconds": 0.1}) for n in range(10)]
             # Then every call gets its result
             values = client.results([call.call_id for call in sent], 90)
         alive, log = worker.process.poll() is None, worker.output()
@@ -85,12 +86,18 @@ def test_worker_rides_out_a_broker_outage_without_losing_or_repeating_a_call(
     assert alive
     assert log.count("lost the message broker") == 1, log
     assert log.count("reconnected to the message broker") == 1, log
-    # And no call ran twice: those under way at the cut finished, their redeliveries did not run
+    # And no call ran twice: those under way at the cut finished first, and their
+    # redeliveries found them done; those still waiting in the worker ran once
     started = stack.traces("slow_started")
     assert sorted(started) == sorted(str(value) for value in values)
     reconnected = re.search(r"reconnected to the message broker .* after ([\d.]+)s", log)
+    consuming = re.search(r"consuming 1 socket\(s\) again, ([\d.]+)s after the loss", log)
     assert reconnected is not None
-    print(f"outage of 3 s: back to consuming {reconnected.group(1)} s after the loss")
+    assert consuming is not None
+    print(
+        f"outage of 3 s: reconnected {reconnected.group(1)} s after the loss, consuming "
+        f"again at {consuming.group(1)} s (calls under way done)"
+    )
 
 
 @pytest.mark.parametrize("stack", REAL, indirect=True)
