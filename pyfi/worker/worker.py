@@ -17,6 +17,13 @@ and then its result is stored, so a crash at any instant means redelivery,
 never loss, and a result a caller can see means the call's messages are out.
 A redelivered call whose result is already stored is not run again: its
 downstream messages are re-sent (they carry the same ids) and it is acked.
+
+A lost broker connection is not the end of the worker: the consuming thread
+reconnects with backoff and consumes again. The messages it held come back
+redelivered; it gives up their old delivery tags (they meant something on
+the lost channel only), lets the calls already running finish and store
+their outcome first, and does not start those still waiting (their
+redeliveries run them), so nothing runs twice for the blink.
 """
 
 from __future__ import annotations
