@@ -209,8 +209,8 @@ class Worker:
         try:
             broker = Broker(self.settings.broker_url, heartbeat_s=self.options.heartbeat_s)
         except BaseException as exc:
-            _log_exit(name, exc)
             _quietly("flush the call records", self.telemetry.close)
+            log.error("worker for processor %s stopped: %s", name, _exit_cause(exc))
             raise
         self._acks_multiple = broker.acks_multiple
         self._settlement = Settlement(batch=self._acks_multiple)
@@ -225,7 +225,7 @@ class Worker:
         ]
         for thread in pool:
             thread.start()
-        failed = False
+        failure: BaseException | None = None
         try:
             if self._paused.is_set():  # paused while it started: consumes once resumed
                 consumers = []
@@ -247,13 +247,16 @@ class Worker:
             while len(self._settlement):  # graceful: finish, then ack, what was started
                 self._settle(block=0.05)
         except BaseException as exc:
-            failed = True
-            _log_exit(name, exc)  # before the clean-up, which may take a while
+            failure = exc
+            _log_stopping(name, exc)  # before the clean-up, which may take a while
             raise
         finally:
             self._shut_down(broker, batcher, pool, wakeup)
-            if not failed:
+            # The last line, whatever was logged while cleaning up.
+            if failure is None:
                 log.info("worker for processor %s stopped: %s", name, self._stop_cause)
+            else:
+                log.error("worker for processor %s stopped: %s", name, _exit_cause(failure))
 
     def _shut_down(
         self,
@@ -779,14 +782,21 @@ class _StopRequested(Exception):
     """Ends the attempts to reconnect: the worker was asked to stop meanwhile."""
 
 
-def _log_exit(processor: str, exc: BaseException) -> None:
-    """Log why the worker ends on ``exc``: one line for a known cause, else its traceback."""
+def _log_stopping(processor: str, exc: BaseException) -> None:
+    """Log that the worker stops on ``exc``: one line for a known cause, else its traceback."""
     if isinstance(exc, BrokerUnavailable):
-        log.error("worker for processor %s stopped: %s", processor, exc)
+        log.error("worker for processor %s stopping: %s", processor, exc)
     else:
         log.critical(
-            "worker for processor %s stopped by an unexpected error", processor, exc_info=exc
+            "worker for processor %s stopping on an unexpected error", processor, exc_info=exc
         )
+
+
+def _exit_cause(exc: BaseException) -> str:
+    """The cause of an exit on ``exc``, in one line."""
+    if isinstance(exc, BrokerUnavailable):
+        return str(exc)
+    return f"unexpected {type(exc).__name__}: {first_line(exc)} (traceback above)"
 
 
 def _quietly(what: str, step: Callable[[], object]) -> None:
