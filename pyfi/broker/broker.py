@@ -30,7 +30,7 @@ from kombu.messaging import Consumer, Producer
 from pyfi import naming
 from pyfi.broker import amqp_transport, filesystem
 from pyfi.broker.amqp_transport import BufferedTCPTransport
-from pyfi.broker.confirms import PendingConfirms, drain_ready, lost_broker
+from pyfi.broker.confirms import BrokerConnectionLost, PendingConfirms, drain_ready, lost_broker
 from pyfi.broker.topology import SocketRoute
 from pyfi.broker.wakeup import Wakeup
 from pyfi.config import filesystem_broker_dir, mask_url
@@ -38,6 +38,8 @@ from pyfi.errors import BrokerUnavailable
 from pyfi.message import CONTENT_TYPE, Message
 
 CONNECT_RETRIES = 3
+# The longest wait between two attempts to reconnect (see Broker.reconnect).
+RECONNECT_MAX_INTERVAL_S = 2.0
 # Publishes in flight before publish_many waits for their confirms.
 CONFIRM_WINDOW = 500
 # Ids of returned calls kept for their callers to ask about (see returned()).
@@ -46,8 +48,14 @@ MAX_RETURNED = 1024
 MIN_FRAME_WAIT_S = 0.25
 
 
-def connection_for(url: str) -> Connection:
-    """A kombu connection for a pyfi broker URI (not yet connected)."""
+def connection_for(url: str, *, heartbeat_s: int = 0) -> Connection:
+    """A kombu connection for a pyfi broker URI (not yet connected).
+
+    ``heartbeat_s`` asks RabbitMQ for AMQP heartbeats at that interval (0:
+    none). Only a connection whose owner calls :meth:`Broker.heartbeat_check`
+    regularly may ask for them: the broker closes a connection that sends
+    nothing for two intervals, and py-amqp sends heartbeats only when told.
+    """
     if url.startswith("filesystem://"):
         root = filesystem_broker_dir(url)
         root.mkdir(parents=True, exist_ok=True)
@@ -66,7 +74,7 @@ def connection_for(url: str) -> Connection:
         url,
         transport=amqp_transport.Transport,
         connect_timeout=5,
-        heartbeat=0,
+        heartbeat=heartbeat_s,
         transport_options={"confirm_publish": True},
     )
 
@@ -74,9 +82,9 @@ def connection_for(url: str) -> Connection:
 class Broker:
     """A connection to the message broker and what has been declared on it."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, heartbeat_s: int = 0) -> None:
         self.url = url
-        self.connection = connection_for(url)
+        self.connection = connection_for(url, heartbeat_s=heartbeat_s)
         self._exchanges: dict[str, Exchange] = {}
         self._declared: set[str] = set()
         self._producer: Producer | None = None
@@ -111,6 +119,67 @@ class Broker:
                 f"cannot reach the message broker {mask_url(self.url)}: {exc}; start it, or "
                 "point --broker/PYFI_BROKER at a reachable one"
             ) from exc
+
+    @property
+    def lost_errors(self) -> tuple[type[BaseException], ...]:
+        """The errors that mean the connection itself is gone (not a refused operation)."""
+        return (
+            *self.connection.connection_errors,
+            *self.connection.recoverable_connection_errors,
+            BrokerConnectionLost,
+            KombuOperationalError,
+            OSError,
+        )
+
+    def reconnect(
+        self,
+        *,
+        retry_for_s: float | None = None,
+        on_retry: Callable[[], None] | None = None,
+    ) -> None:
+        """Drop the lost connection and connect again, with backoff, for as long as allowed.
+
+        kombu's reconnect pattern (``ensure_connection``): the wait between
+        attempts grows from 0.2 s by 0.5 s up to :data:`RECONNECT_MAX_INTERVAL_S`,
+        so a broker back after an outage is found within seconds. What was
+        declared and consumed on the old connection is forgotten: the caller
+        consumes again. ``on_retry`` is called before every attempt; it may
+        raise to stop trying (a stop requested meanwhile).
+
+        Raises
+        ------
+        BrokerUnavailable
+            Still unreachable after ``retry_for_s`` seconds (None: try for ever).
+        """
+        self._forget_connection()
+        try:
+            self.connection.ensure_connection(
+                max_retries=None,
+                interval_start=0.2,
+                interval_step=0.5,
+                interval_max=RECONNECT_MAX_INTERVAL_S,
+                callback=on_retry,
+                timeout=retry_for_s,
+            )
+        except (*self.connection.connection_errors, OSError, KombuOperationalError) as exc:
+            waited = f" for {retry_for_s:g}s" if retry_for_s is not None else ""
+            raise BrokerUnavailable(
+                f"cannot reach the message broker {mask_url(self.url)}{waited}: {exc}"
+            ) from exc
+
+    def heartbeat_check(self) -> None:
+        """Send a heartbeat if one is due; raise if the broker's have stopped coming.
+
+        Call it about once a second on a connection made with ``heartbeat_s``.
+        A half-open connection (the broker gone without a word) is then
+        noticed within two heartbeat intervals.
+
+        Raises
+        ------
+        Exception
+            One of :attr:`lost_errors`: heartbeats were missed.
+        """
+        self.connection.heartbeat_check()
 
     def clone(self) -> Broker:
         """Another connection to the same broker, for another thread."""

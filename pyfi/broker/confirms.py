@@ -20,9 +20,17 @@ from pyfi.errors import BrokerUnavailable
 CONFIRM_TIMEOUT_S = 30
 
 
-def lost_broker(url: str, exc: BaseException) -> BrokerUnavailable:
+class BrokerConnectionLost(BrokerUnavailable):
+    """The connection went away (or its confirms never came) while publishing.
+
+    Unlike a refusal (a nack), publishing the same messages again on a new
+    connection may well succeed; their ids make a repeat recognisable.
+    """
+
+
+def lost_broker(url: str, exc: BaseException) -> BrokerConnectionLost:
     """The error for a connection lost (or confirms missing) while publishing to ``url``."""
-    return BrokerUnavailable(f"lost the message broker {mask_url(url)} while publishing: {exc}")
+    return BrokerConnectionLost(f"lost the message broker {mask_url(url)} while publishing: {exc}")
 
 
 def drain_ready(connection: Any, until: Callable[[], bool] = lambda: False) -> None:

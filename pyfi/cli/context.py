@@ -80,12 +80,14 @@ def configure_logging(flow: CliContext) -> None:
     """Log lines for long-running commands (agent, worker): INFO, or DEBUG with --debug.
 
     Every line goes through :class:`pyfi.masking.MaskingFilter`.
+    Each line names the process that wrote it (``pyfi.worker[1234]``): the
+    workers of one processor share one log file.
     """
     import logging
 
     logging.basicConfig(
         level=logging.DEBUG if flow.debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
     )
     mask_log_handlers()  # log lines never show the credentials of a URL
 

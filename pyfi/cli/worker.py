@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pyfi.cli.context import CliContext, FlowGroup, configure_logging, pass_flow
 
 if TYPE_CHECKING:
+    from pyfi.worker.signals import LifecycleSignals
     from pyfi.worker.worker import Worker
 
 
@@ -77,6 +78,23 @@ def worker_group() -> None:
     show_default=True,
     help="Publish live events for `flow listen`.",
 )
+@click.option(
+    "--heartbeat",
+    "heartbeat_s",
+    type=click.IntRange(min=0),
+    default=30,
+    show_default=True,
+    envvar="PYFI_BROKER_HEARTBEAT",
+    help="AMQP heartbeat interval in seconds, 0 for none: a broker gone silent is "
+    "noticed within two [env PYFI_BROKER_HEARTBEAT].",
+)
+@click.option(
+    "--reconnect-for",
+    "reconnect_for_s",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Seconds to keep trying a lost broker before exiting [default: for ever].",
+)
 @pass_flow
 def start(
     flow: CliContext,
@@ -89,8 +107,49 @@ def start(
     join_ttl: int,
     record: bool,
     events: bool,
+    heartbeat_s: int,
+    reconnect_for_s: int | None,
 ) -> None:
-    """Consume every socket of a processor until stopped (SIGTERM drains, then exits)."""
+    """Consume every socket of a processor until stopped (SIGTERM drains, then exits).
+
+    SIGUSR1 pauses and SIGUSR2 resumes consuming from the command's first
+    moment: a pause that comes while the worker starts is honoured once it
+    runs. A lost broker is reconnected; every exit is logged with its cause.
+    """
+    from pyfi.worker.signals import LifecycleSignals
+
+    signals = LifecycleSignals()
+    signals.install()  # first: a pause must not kill a worker still starting
+    try:
+        _start(
+            flow,
+            signals,
+            processor_name,
+            spec_file,
+            concurrency=concurrency,
+            path=path,
+            allow_installed=tuple(allow_installed),
+            result_ttl_s=result_ttl,
+            join_ttl_s=join_ttl,
+            record=record,
+            events=events,
+            heartbeat_s=heartbeat_s,
+            reconnect_for_s=reconnect_for_s,
+        )
+    finally:
+        signals.restore()
+
+
+def _start(
+    flow: CliContext,
+    signals: LifecycleSignals,
+    processor_name: str | None,
+    spec_file: Path | None,
+    *,
+    concurrency: int | None,
+    **options: Any,
+) -> None:
+    """Build the worker, hand the signals over to it, and run it until it stops."""
     from pyfi.errors import InvalidValue
     from pyfi.wiring import spec_from_json
     from pyfi.worker.factory import (
@@ -106,15 +165,11 @@ def start(
         )
 
     configure_logging(flow)
-    options = WorkerOptions(
+    worker_options = WorkerOptions(
         concurrency=concurrency or 0,
-        path=path,
-        allow_installed=tuple(allow_installed),
-        result_ttl_s=result_ttl,
-        join_ttl_s=join_ttl,
-        record=record,
-        events=events,
+        install_signals=False,  # installed already: handed over below
         freeze_heap=True,  # this process is the worker's alone
+        **options,
     )
     if spec_file is not None:
         spec = spec_from_json(spec_file.read_text())
@@ -122,16 +177,17 @@ def start(
             raise InvalidValue(
                 f"{spec_file} describes processor {spec.name!r}, not {processor_name!r}"
             )
-        worker = build_worker_from_spec(flow.settings, spec, options)
+        worker = build_worker_from_spec(flow.settings, spec, worker_options)
         record_signatures_once_consuming(worker, lambda: flow.database)
     else:
         assert processor_name is not None
         worker = build_worker(
-            flow.settings, flow.database, processor_name, options, record_signatures=False
+            flow.settings, flow.database, processor_name, worker_options, record_signatures=False
         )
         flow.database.dispose()  # the worker's hot path never uses this connection
         record_signatures_once_consuming(worker, flow.database)
     _say_when_consuming(worker)
+    signals.hand_over(worker)
     worker.run()
 
 

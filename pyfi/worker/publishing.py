@@ -13,17 +13,27 @@ A caller that has other work to do hands its messages over with
 :meth:`BatchPublisher.publish_then` instead, and is told their fate by a
 callback: a pool thread need not sit out the broker's confirm (for a
 persistent message, its write to disk) while calls wait in its queue.
+
+A lost connection does not fail the callers: the batch is published again on
+a new connection once the broker is back (its messages' ids make a repeat
+recognisable downstream), so a call under way when the broker blinked still
+finishes, stores its outcome, and is not run again when redelivered. Only a
+refusal (a nack), a broker never reached at all, or
+:meth:`BatchPublisher.stop_retrying` while the broker is away, fails them.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
 from pyfi.broker import Broker, SocketRoute
-from pyfi.errors import BrokerUnavailable
+from pyfi.broker.confirms import BrokerConnectionLost
+from pyfi.config import mask_url
+from pyfi.errors import BrokerUnavailable, first_line
 from pyfi.message import Message
 from pyfi.resources import Closeable
 
@@ -31,6 +41,9 @@ log = logging.getLogger("pyfi.worker")
 
 # The most messages published under one wait for confirms.
 MAX_BATCH = 500
+# The waits between two attempts to publish a batch on a lost broker.
+RETRY_INITIAL_S = 0.2
+RETRY_MAX_S = 2.0
 
 # Told the fate of messages handed over: None once confirmed, else why not.
 Confirmed = Callable[[BaseException | None], None]
@@ -72,6 +85,9 @@ class BatchPublisher(Closeable):
         self._requests: deque[_Request] = deque()
         self._wake = threading.Condition()
         self._closed = False
+        self._retrying = True
+        # A broker reached once is waited for when lost; one never reached is reported.
+        self._reached = False
         self._thread = threading.Thread(target=self._run, name="pyfi-publisher", daemon=True)
         self._thread.start()
 
@@ -126,12 +142,31 @@ class BatchPublisher(Closeable):
             self._requests.append(request)
             self._wake.notify()
 
+    def stop_retrying(self) -> None:
+        """Fail, from now on, what cannot be published for want of a connection.
+
+        For a worker that stops while the broker is away: its calls waiting
+        on a publish end (their messages are redelivered later) instead of
+        waiting for the broker to come back.
+        """
+        with self._wake:
+            self._retrying = False
+            self._wake.notify_all()
+
     def close(self) -> None:
         """Publish what is queued, then stop the thread."""
         with self._wake:
             self._closed = True
-            self._wake.notify()
+            self._retrying = False
+            self._wake.notify_all()
         self._thread.join()
+
+    def _pause_before_retry(self, delay_s: float) -> bool:
+        """Wait ``delay_s`` before publishing again; False if retrying has been given up."""
+        with self._wake:
+            if self._retrying:
+                self._wake.wait_for(lambda: not self._retrying, timeout=delay_s)
+            return self._retrying
 
     def _take(self) -> list[_Request] | None:
         with self._wake:
@@ -151,21 +186,57 @@ class BatchPublisher(Closeable):
         broker: Broker | None = None
         try:
             while (batch := self._take()) is not None:
-                try:
-                    if broker is None:
-                        broker = Broker(self._broker_url)
-                    broker.publish_many(item for request in batch for item in request.items)
-                except Exception as exc:  # the callers decide: each requeues its message
-                    if broker is not None:
-                        broker.close()
-                        broker = None
-                    error = exc if isinstance(exc, BrokerUnavailable | OSError) else (
-                        BrokerUnavailable(f"publishing failed: {type(exc).__name__}: {exc}")
-                    )  # fmt: skip
-                    for request in batch:
-                        request.error = error
+                broker = self._publish(broker, batch)
                 for request in batch:
                     request.settle()
         finally:
             if broker is not None:
                 broker.close()
+
+    def _publish(self, broker: Broker | None, batch: list[_Request]) -> Broker | None:
+        """Publish ``batch`` (again, on a new connection, while the broker is lost); the broker.
+
+        Sets each request's error when its messages may not have got through.
+        """
+        delay_s, lost_since = RETRY_INITIAL_S, 0.0
+        while True:
+            connecting = broker is None
+            try:
+                if broker is None:
+                    broker = Broker(self._broker_url)
+                    self._reached = True
+                connecting = False
+                broker.publish_many(item for request in batch for item in request.items)
+            except Exception as exc:  # the callers decide: each requeues its message
+                if broker is not None:
+                    broker.close()
+                    broker = None
+                # Lost or unreachable, not refused: the same messages may go through later.
+                lost = self._reached and (
+                    isinstance(exc, BrokerConnectionLost)
+                    or (connecting and isinstance(exc, BrokerUnavailable))
+                )
+                if lost and not lost_since:
+                    lost_since = time.monotonic()
+                    log.warning(
+                        "publisher: lost the message broker %s (%s); publishing again "
+                        "once it is back",
+                        mask_url(self._broker_url),
+                        first_line(exc),
+                    )
+                if lost and self._pause_before_retry(delay_s):
+                    delay_s = min(delay_s * 2, RETRY_MAX_S)
+                    continue
+                error = exc if isinstance(exc, BrokerUnavailable | OSError) else (
+                    BrokerUnavailable(f"publishing failed: {type(exc).__name__}: {exc}")
+                )  # fmt: skip
+                for request in batch:
+                    request.error = error
+                return broker
+            if lost_since:
+                log.info(
+                    "publisher: reconnected to the message broker %s after %.1fs",
+                    mask_url(self._broker_url),
+                    time.monotonic() - lost_since,
+                )
+            return broker

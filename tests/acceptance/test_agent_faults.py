@@ -24,7 +24,7 @@ from tests.acceptance.agents import (
 )
 from tests.acceptance.mesh import Stack, wait_for
 from tests.conftest import NEEDS_ALL_SERVICES
-from tests.relay import TcpProxy
+from tests.relay import TcpRelay
 
 # The first deploy of a test run builds a virtualenv with pyfi in it.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * DEPLOY_TIMEOUT)]
@@ -60,7 +60,7 @@ def test_agent_rides_out_a_database_outage(
 ) -> None:
     # Given an agent that reaches PostgreSQL through a relay, its worker consuming
     url = make_url(stack.env["PYFI_DB"])
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy = TcpRelay(url.host or "127.0.0.1", url.port or 5432)
     proxy.set_up(True)
     relayed = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     try:

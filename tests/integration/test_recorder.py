@@ -29,7 +29,7 @@ from pyfi.db.enums import CallState, EventName
 from pyfi.db.session import Database
 from pyfi.recorder import CallRecorder, CallUpdate
 from tests.conftest import count_rows, requires_postgres
-from tests.relay import TcpProxy
+from tests.relay import TcpRelay
 
 # Retry quickly so outages end within a test's patience.
 RETRY_MAX_S = 0.2
@@ -58,7 +58,8 @@ def outage(database: Database, tmp_path: Path) -> Iterator[Outage]:
 
         yield Outage(f"sqlite:///{storage / Path(str(url.database)).name}", end_sqlite)
         return
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy = TcpRelay(url.host or "127.0.0.1", url.port or 5432)
+    proxy.set_up(False)  # the outage begins at once
     proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     yield Outage(proxied, lambda: proxy.set_up(True))
     proxy.stop()
@@ -567,7 +568,7 @@ def test_recorder_resumes_after_its_connections_are_cut(postgres_url: str) -> No
     database = Database(postgres_url)
     schema.upgrade(database)
     url = make_url(postgres_url)
-    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy = TcpRelay(url.host or "127.0.0.1", url.port or 5432)
     proxy.set_up(True)
     proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     try:
