@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import platformdirs
 
 from pyfi.errors import ConfigurationError
+from pyfi.limits import DEFAULT_LIMITS, ENV_PREFIX, INI_SECTION, WireLimits, limits_from
 
 # Environment variables, declared once.
 ENV_DB = "PYFI_DB"
@@ -95,6 +96,8 @@ class Settings:
     debug: bool = False
     # Glob patterns of git URLs agents may deploy (credentials stripped first).
     allowed_repos: tuple[str, ...] = ()
+    # What a worker accepts from the broker ([wire] in the ini, PYFI_WIRE_*).
+    wire: WireLimits = DEFAULT_LIMITS
     # Where each value came from ("option", "env", "ini" or "default"), for
     # `flow config show` and for error messages that point at the culprit.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -180,6 +183,8 @@ def load_settings(
 
     allowed_text = environ.get(ENV_ALLOWED_REPOS) or _ini_option(ini_path, "agent", "allowed_repos")
     allowed = tuple(p for p in re.split(r"[\s,]+", allowed_text or "") if p)
+    wire_ini = _ini_section(ini_path, INI_SECTION)
+    wire = limits_from(lambda name: environ.get(ENV_PREFIX + name.upper()) or wire_ini.get(name))
     debug_env = environ.get(ENV_DEBUG, "").lower() in ("1", "true", "yes", "on")
     debug = bool(options.get("debug")) or debug_env
 
@@ -195,6 +200,7 @@ def load_settings(
         ini_path=ini_path,
         debug=debug,
         allowed_repos=allowed,
+        wire=wire,
         sources=sources,
     )
 
@@ -217,6 +223,17 @@ def _ini_option(path: Path, section: str, option: str) -> str | None:
     except (configparser.Error, OSError, UnicodeDecodeError):
         return None  # read_ini already reports an unreadable named ini
     return parser.get(section, option, fallback=None)
+
+
+def _ini_section(path: Path, section: str) -> dict[str, str]:
+    """One section of the ini file, empty if the file cannot be read or lacks it."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return {}  # read_ini already reports an unreadable named ini
+    return dict(parser[section]) if parser.has_section(section) else {}
 
 
 def read_ini(path: Path, *, required: bool) -> dict[str, str]:
