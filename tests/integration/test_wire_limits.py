@@ -241,3 +241,28 @@ def test_a_call_for_a_fanout_sibling_runs_as_a_copy_on_each_socket(
     assert list_dead_letters(settings.broker_url, "left") == []
     assert list_dead_letters(settings.broker_url, "right") == []
     database.dispose()
+
+
+def test_a_flow_s_next_call_goes_along_the_model_s_route_not_the_message_s(
+    tmp_path: Path, sqlite_url: str, broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a two-step pipeline on echo whose next step carries a hostile route
+    # (queue arguments of the wrong type, which the broker would refuse)
+    settings, database = _network(tmp_path, sqlite_url, broker_url, monkeypatch)
+    worker, thread = _start_worker(settings, database)
+    route = _route(database, "echo")
+    hostile = route_to_json(route) | {"arguments": {"x-max-length": "many", "x-expires": -1}}
+    next_step = {"kind": "call", "id": "0.1", "socket": "echo", "route": hostile}
+    first = Message.new(
+        "echo", ["through"], flow={"frames": [{"kind": "pipeline", "rest": [next_step]}]}
+    )
+    try:
+        # When its first call arrives
+        _send_raw(settings, route, first.encode())
+        # Then the flow finishes: its next call went along echo's route in the model
+        with Client(settings, database) as client:
+            assert client.result(first.tracking_id, 20) == "through"
+    finally:
+        _stop(worker, thread, settings, route)
+    assert list_dead_letters(settings.broker_url, "echo") == []
+    database.dispose()
