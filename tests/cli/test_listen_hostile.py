@@ -7,14 +7,17 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pyfi.cli.listen import format_event
+from pyfi.config import Settings
 from pyfi.errors import EventDecodeError
-from pyfi.events import LiveEvent
+from pyfi.events import EventSubscriber, LiveEvent
 from pyfi.events.event import events_in
+from pyfi.events.transport import CHANNEL_HEADER, event_route, events_exchange, kombu_connection
 from tests.conftest import requires_redis
 
 LAUNCHER = (
@@ -117,3 +120,45 @@ def test_listen_skips_hostile_messages_and_prints_the_next_event_escaped(
     [line] = out.splitlines()
     assert line.isprintable()
     assert "\\x1b]0;owned\\x07" in line
+
+
+def test_a_listener_never_inflates_a_compressed_event(broker_url: str, tmp_path: Path) -> None:
+    import bz2
+
+    from kombu import Producer
+
+    # Given a listener whose events travel over the broker (embedded, then RabbitMQ)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'pyfi.sqlite'}",
+        broker_url=broker_url,
+        backend_url=f"sqlite:///{tmp_path / 'results.sqlite'}",
+        data_dir=tmp_path,
+        ini_path=tmp_path / "pyfi.ini",
+    )
+    room = f"pyfi.t{uuid.uuid4().hex[:10]}.proc1"
+    good, inflated = _event(room), _event(room, state="inflated")
+    with EventSubscriber(settings) as subscriber:
+        events = subscriber.subscribe([f"{room}.task"], timeout=10)
+        # When a compressed event comes first (kombu would inflate it, unbounded)
+        connection = kombu_connection(event_route(settings).url)
+        try:
+            producer = Producer(connection.channel(), exchange=events_exchange())
+            for body, headers in (
+                (bz2.compress(inflated.to_json().encode()), {"compression": "application/x-bz2"}),
+                (good.to_json().encode(), {}),
+            ):
+                producer.publish(
+                    body,
+                    routing_key=good.channel_name,
+                    headers={CHANNEL_HEADER: good.channel_name, **headers},
+                    content_type="application/json",
+                    content_encoding="utf-8",
+                )
+        finally:
+            connection.release()
+        # Then it is skipped unread, and the plain event after it arrives alone
+        received = []
+        for item in events:
+            received.append(item)
+            break
+    assert received == [good]
