@@ -9,9 +9,10 @@ one policy for all of them: a body is refused here, with a reason fit for the
 dead-letter queue, before anything else reads it.
 
 The checks cost little on the common path: the body's length is compared
-before it is parsed, integers are bounded by a parse hook the parser calls
-only on integers, and the nesting depth is walked only when the body holds
-more brackets than the depth allowed (a typical call holds two or three).
+before it is parsed, integers are bounded by a parse hook only when the body
+holds a run of digits longer than the bound, and the nesting depth is walked
+only when the body holds more brackets than the depth allowed (a typical call
+holds two or three).
 
 The limits are settings (``[wire]`` in the ini file, or ``PYFI_WIRE_*``
 variables); ``docs/protocol.md`` documents them.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import bz2
 import json
 import lzma
+import re
 import zlib
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, fields
@@ -161,14 +163,20 @@ def _inflate(raw: bytes, codec: str, cap: int) -> bytes:
 
 # -- JSON -------------------------------------------------------------------
 class _Decoders:
-    """One JSON decoder per integer bound: building a decoder per message costs microseconds."""
+    """The JSON decoders of one integer bound, made once: building one per message costs µs.
 
-    by_digits: dict[int, json.JSONDecoder] = {}
+    ``plain`` has no hook; ``bounded`` checks each integer's digits, at the
+    cost of a Python call per integer, and is used only when ``long_run``
+    finds that many digits in a row somewhere in the body.
+    """
+
+    plain = json.JSONDecoder()
+    by_digits: dict[int, tuple[re.Pattern[str], json.JSONDecoder]] = {}
 
     @classmethod
-    def get(cls, max_digits: int) -> json.JSONDecoder:
-        decoder = cls.by_digits.get(max_digits)
-        if decoder is None:
+    def bounded(cls, max_digits: int) -> tuple[re.Pattern[str], json.JSONDecoder]:
+        found = cls.by_digits.get(max_digits)
+        if found is None:
 
             def parse_int(text: str) -> int:
                 digits = len(text) - (text[0] == "-")
@@ -178,8 +186,9 @@ class _Decoders:
                     )
                 return int(text)
 
-            decoder = cls.by_digits[max_digits] = json.JSONDecoder(parse_int=parse_int)
-        return decoder
+            long_run = re.compile(rf"\d{{{max_digits + 1}}}")
+            found = cls.by_digits[max_digits] = (long_run, json.JSONDecoder(parse_int=parse_int))
+        return found
 
 
 def parse_json(body: bytes | str, limits: WireLimits = DEFAULT_LIMITS) -> Any:
@@ -192,7 +201,11 @@ def parse_json(body: bytes | str, limits: WireLimits = DEFAULT_LIMITS) -> Any:
     """
     try:
         text = body.decode() if isinstance(body, bytes) else body
-        data = _Decoders.get(limits.max_int_digits).decode(text)
+        long_run, bounded = _Decoders.bounded(limits.max_int_digits)
+        # Integers are bounded by a parse hook only where a long run of digits
+        # could be one: a hook costs a Python call per integer.
+        decoder = bounded if long_run.search(text) else _Decoders.plain
+        data = decoder.decode(text)
     except MessageDecodeError:
         raise
     except UnicodeDecodeError as exc:

@@ -197,16 +197,15 @@ class Message:
                 raise MessageDecodeError(
                     f"the field {name!r} is not a UUID in canonical form: {data[name]!r:.60}"
                 )
-        for name in _NAMES:
-            if data.get(name) is not None:
-                check_name(name, data[name], limits)
+        _check_names(data, limits)
         if not isinstance(data.get("args", []), list):
             raise MessageDecodeError("the field 'args' is not a list")
         kwargs = data.get("kwargs", {})
         if not isinstance(kwargs, dict):
             raise MessageDecodeError("the field 'kwargs' is not an object")
         for keyword in kwargs:
-            check_name("kwargs", keyword, limits)
+            if len(keyword) > limits.max_name_chars:
+                check_name("kwargs", keyword, limits)
         flow = data.get("flow")
         well_formed = isinstance(flow, dict) and isinstance(flow.get("frames"), list)
         if flow is not None and not well_formed:
@@ -217,6 +216,15 @@ class Message:
                 f"the field 'attempt' is not an integer from 1 to {MAX_ATTEMPT}"
             )
         return cls(**{k: v for k, v in data.items() if k in _FIELD_SET})
+
+
+def _check_names(data: dict[str, Any], limits: WireLimits) -> None:
+    """Refuse a name field that is not a string or is too long (one call only then)."""
+    longest = limits.max_name_chars
+    for name in _NAMES:
+        value = data.get(name)
+        if value is not None and (type(value) is not str or len(value) > longest):
+            check_name(name, value, limits)  # refuses it, with the reason
 
 
 def _check_version(version: Any) -> None:
