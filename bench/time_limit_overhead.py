@@ -1,7 +1,7 @@
 """What a time limit costs a call: in the pool's thread versus in a child process.
 
 A processor with a ``timelimit`` runs its calls in child processes
-(pyfi.worker.limits). This times the call alone, without broker or result
+(pyfi.worker.timelimit). This times the call alone, without broker or result
 store, for a trivial function (``add_two`` of processors_example), with one
 and with several threads at once. Prints the figures; asserts nothing (a
 benchmark is not a test).
@@ -22,7 +22,7 @@ from pyfi.broker.topology import SocketRoute
 from pyfi.wiring import ProcessorSpec, SocketSpec
 from pyfi.worker import registry
 from pyfi.worker.executor import execute
-from pyfi.worker.limits import TimeLimitedCalls
+from pyfi.worker.timelimit import TimeLimitedCalls
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "processors_example"
 SPEC = ProcessorSpec(

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import platformdirs
 
 from pyfi.errors import ConfigurationError
+from pyfi.limits import DEFAULT_LIMITS, ENV_PREFIX, INI_SECTION, WireLimits, limits_from
 from pyfi.masking import mask_url as mask_url  # noqa: PLC0414 - re-exported for its callers
 
 # Environment variables, declared once.
@@ -106,6 +107,8 @@ class Settings:
     allowed_repos: tuple[str, ...] = ()
     # Package indexes processors' requirements are installed from (pip --index-url first).
     allowed_indexes: tuple[str, ...] = DEFAULT_INDEXES
+    # What a worker accepts from the broker ([wire] in the ini, PYFI_WIRE_*).
+    wire: WireLimits = DEFAULT_LIMITS
     # Where each value came from ("option", "env", "ini" or "default"), for
     # `flow config show` and for error messages that point at the culprit.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -196,6 +199,8 @@ def load_settings(
         ini_path, "agent", "allowed_indexes"
     )
     indexes = tuple(p for p in re.split(r"[\s,]+", indexes_text or "") if p) or DEFAULT_INDEXES
+    wire_ini = _ini_section(ini_path, INI_SECTION)
+    wire = limits_from(lambda name: environ.get(ENV_PREFIX + name.upper()) or wire_ini.get(name))
     debug_env = environ.get(ENV_DEBUG, "").lower() in ("1", "true", "yes", "on")
     debug = bool(options.get("debug")) or debug_env
 
@@ -212,6 +217,7 @@ def load_settings(
         debug=debug,
         allowed_repos=allowed,
         allowed_indexes=indexes,
+        wire=wire,
         sources=sources,
     )
 
@@ -234,6 +240,17 @@ def _ini_option(path: Path, section: str, option: str) -> str | None:
     except (configparser.Error, OSError, UnicodeDecodeError):
         return None  # read_ini already reports an unreadable named ini
     return parser.get(section, option, fallback=None)
+
+
+def _ini_section(path: Path, section: str) -> dict[str, str]:
+    """One section of the ini file, empty if the file cannot be read or lacks it."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except (configparser.Error, OSError, UnicodeDecodeError):
+        return {}  # read_ini already reports an unreadable named ini
+    return dict(parser[section]) if parser.has_section(section) else {}
 
 
 def read_ini(path: Path, *, required: bool) -> dict[str, str]:

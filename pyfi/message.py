@@ -20,9 +20,12 @@ from typing import Any
 import uuid_utils
 
 from pyfi.errors import MessageDecodeError
+from pyfi.limits import DEFAULT_LIMITS, WireLimits, check_name, parse_json
 
 PROTOCOL_VERSION = 1
 CONTENT_TYPE = "application/json"
+# Attempts beyond any retry policy: a larger one on the wire is refused.
+MAX_ATTEMPT = 1_000_000
 
 
 # The bits of a version-7 id below its 48-bit millisecond timestamp, and its
@@ -74,18 +77,15 @@ def _version_7(text: str) -> int | None:
     return parsed.int if parsed.version == 7 else None
 
 
-# The form pyfi writes ids in; anything else uuid.UUID reads is accepted too, more slowly.
+# The one form of an id on the wire: lower-case hex in 8-4-4-4-12 groups, as
+# str(uuid.UUID(...)) writes it. Other spellings uuid.UUID reads (braces,
+# "urn:uuid:", upper case, no dashes) would name the same call differently
+# in the result backend and the call records.
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _is_uuid(value: object) -> bool:
-    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
-        return True
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return True
+    return isinstance(value, str) and _CANONICAL_UUID.fullmatch(value) is not None
 
 
 def _now() -> str:
@@ -170,50 +170,78 @@ class Message:
             ) from exc
 
     @classmethod
-    def decode(cls, body: bytes | str) -> Message:
-        """Parse an envelope.
+    def decode(cls, body: bytes | str, limits: WireLimits = DEFAULT_LIMITS) -> Message:
+        """Parse an envelope, within the wire limits (see :mod:`pyfi.limits`).
+
+        The body's size is the caller's to check (:func:`pyfi.limits.admit_body`):
+        it may have been inflated first.
 
         Raises
         ------
         MessageDecodeError
             With a reason fit for the dead-letter queue.
         """
-        try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MessageDecodeError(f"the body is not JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(body, limits), limits)
 
     @classmethod
-    def from_dict(cls, data: Any) -> Message:
+    def from_dict(cls, data: Any, limits: WireLimits = DEFAULT_LIMITS) -> Message:
         """Build an envelope from decoded JSON, checking every field it needs."""
         if not isinstance(data, dict):
             raise MessageDecodeError(f"the body is a JSON {type(data).__name__}, not an object")
-        version = data.get("version", PROTOCOL_VERSION)
-        if not isinstance(version, int) or version > PROTOCOL_VERSION:
-            raise MessageDecodeError(
-                f"protocol version {version!r} is newer than this worker's {PROTOCOL_VERSION}; "
-                "upgrade pyfi on the workers"
-            )
+        _check_version(data.get("version", PROTOCOL_VERSION))
         for name in ("call_id", "tracking_id", "socket"):
             if not isinstance(data.get(name), str) or not data[name]:
                 raise MessageDecodeError(f"the field {name!r} is missing or not a string")
         for name in ("call_id", "tracking_id", "parent_id"):
             if data.get(name) is not None and not _is_uuid(data[name]):
-                raise MessageDecodeError(f"the field {name!r} is not a UUID: {data[name]!r}")
+                raise MessageDecodeError(
+                    f"the field {name!r} is not a UUID in canonical form: {data[name]!r:.60}"
+                )
+        _check_names(data, limits)
         if not isinstance(data.get("args", []), list):
             raise MessageDecodeError("the field 'args' is not a list")
-        if not isinstance(data.get("kwargs", {}), dict):
+        kwargs = data.get("kwargs", {})
+        if not isinstance(kwargs, dict):
             raise MessageDecodeError("the field 'kwargs' is not an object")
+        for keyword in kwargs:
+            if len(keyword) > limits.max_name_chars:
+                check_name("kwargs", keyword, limits)
         flow = data.get("flow")
         well_formed = isinstance(flow, dict) and isinstance(flow.get("frames"), list)
         if flow is not None and not well_formed:
             raise MessageDecodeError("the field 'flow' is not an object with a 'frames' list")
         attempt = data.get("attempt", 1)
-        if not isinstance(attempt, int) or attempt < 1:
-            raise MessageDecodeError("the field 'attempt' is not a positive integer")
+        if type(attempt) is not int or not 1 <= attempt <= MAX_ATTEMPT:
+            raise MessageDecodeError(
+                f"the field 'attempt' is not an integer from 1 to {MAX_ATTEMPT}"
+            )
         return cls(**{k: v for k, v in data.items() if k in _FIELD_SET})
 
 
+def _check_names(data: dict[str, Any], limits: WireLimits) -> None:
+    """Refuse a name field that is not a string or is too long (one call only then)."""
+    longest = limits.max_name_chars
+    for name in _NAMES:
+        value = data.get(name)
+        if value is not None and (type(value) is not str or len(value) > longest):
+            check_name(name, value, limits)  # refuses it, with the reason
+
+
+def _check_version(version: Any) -> None:
+    """Refuse any protocol version but this one: 0 or -1 are not an older 1."""
+    if type(version) is int and version == PROTOCOL_VERSION:
+        return
+    if type(version) is int and version > PROTOCOL_VERSION:
+        raise MessageDecodeError(
+            f"protocol version {version!r:.20} is newer than this worker's {PROTOCOL_VERSION}; "
+            "upgrade pyfi on the workers"
+        )
+    raise MessageDecodeError(
+        f"protocol version {version!r:.20} is not one this worker knows (only {PROTOCOL_VERSION})"
+    )
+
+
 _FIELD_NAMES = tuple(f.name for f in fields(Message))
+# The envelope's fields that are names (or a caller's key), bounded in length.
+_NAMES = ("socket", "argument", "plug", "idempotency_key", "created")
 _FIELD_SET = frozenset(_FIELD_NAMES)

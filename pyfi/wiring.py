@@ -51,6 +51,10 @@ class SocketSpec:
     # Arguments that incoming plugs deliver: what a waiting socket joins on.
     join_arguments: tuple[str, ...]
     outgoing: tuple[PlugSpec, ...]
+    # The other sockets of a fanout queue object: a call for one of them is
+    # copied into this socket's queue too, and runs here as this socket's own.
+    # A call naming any other socket is refused.
+    siblings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class ProcessorSpec:
     # Calls run at once unless the worker is told otherwise.
     concurrency: int = 1
     # Seconds a call may run; None: no limit. With a limit, calls run in
-    # child processes that are killed at it (see pyfi.worker.limits).
+    # child processes that are killed at it (see pyfi.worker.timelimit).
     timelimit_s: int | None = None
 
 
@@ -134,6 +138,7 @@ def _socket_from(raw: dict[str, Any]) -> SocketSpec:
         route=route_from_json(raw["route"]),
         wait=bool(raw["wait"]),
         join_arguments=tuple(raw["join_arguments"]),
+        siblings=tuple(str(name) for name in raw.get("siblings", ())),
         outgoing=tuple(
             PlugSpec(
                 name=plug["name"],
@@ -257,6 +262,8 @@ def load_processor(connection: Connection | Session, name: str) -> ProcessorSpec
     ):
         joined.setdefault(target_id, set()).add(argument)
 
+    siblings = _fanout_siblings(connection, [row[0] for row in rows])
+
     return ProcessorSpec(
         name=processor.name,
         module=processor.module,
@@ -274,10 +281,56 @@ def load_processor(connection: Connection | Session, name: str) -> ProcessorSpec
                 wait=wait,
                 join_arguments=tuple(sorted(joined.get(socket_id, ()))),
                 outgoing=tuple(outgoing.get(socket_id, ())),
+                siblings=siblings.get(socket_id, ()),
             )
             for socket_id, socket_name, wait, task, *queue in rows
         ),
     )
+
+
+def _fanout_siblings(
+    connection: Connection | Session, socket_ids: Sequence[Any]
+) -> dict[Any, tuple[str, ...]]:
+    """For each of these sockets on a fanout queue object, the other sockets on it.
+
+    Every socket of such a queue object has its queue bound to the one
+    exchange, so a call published for any of them reaches them all.
+    """
+    from sqlalchemy import select
+
+    _, sockets, _, queues, _, _ = _tables()
+    mine, other = sockets.alias("mine"), sockets.alias("other")
+    found: dict[Any, list[str]] = {}
+    for socket_id, sibling in connection.execute(
+        select(mine.c.id, other.c.name)
+        .join_from(mine, queues, mine.c.queue_id == queues.c.id)
+        .join(other, other.c.queue_id == queues.c.id)
+        .where(
+            mine.c.id.in_(socket_ids),
+            other.c.id != mine.c.id,
+            queues.c.type == QueueType.FANOUT,
+        )
+        .order_by(other.c.name)
+    ):
+        found.setdefault(socket_id, []).append(sibling)
+    return {socket_id: tuple(names) for socket_id, names in found.items()}
+
+
+def load_route_named(connection: Connection | Session, socket_name: str) -> SocketRoute | None:
+    """The route of the socket called ``socket_name``, or None if the model has none.
+
+    Plain selects, as :func:`load_processor`: a worker asks this on its
+    per-message path (once per socket) when a flow sends a call onward.
+    """
+    from sqlalchemy import select
+
+    _, sockets, _, queues, _, _ = _tables()
+    row = connection.execute(
+        select(*_queue_columns(queues))
+        .join_from(sockets, queues, sockets.c.queue_id == queues.c.id)
+        .where(sockets.c.name == socket_name)
+    ).one_or_none()
+    return None if row is None else _route(socket_name, row)
 
 
 def _tables() -> tuple[FromClause, ...]:

@@ -28,6 +28,8 @@ from amqp import transport as amqp_transport
 from amqp.exceptions import UnexpectedFrame
 from kombu.transport import pyamqp
 
+from pyfi.limits import hold_compression
+
 CHUNK = 65536
 _HEADER = 7  # type (1), channel (2), size (4)
 _FRAME_END = 0xCE
@@ -126,8 +128,24 @@ class BufferedTCPTransport(amqp_transport.TCPTransport):  # type: ignore[misc]
         self._offset = 0
 
 
+class Channel(pyamqp.Channel):
+    """kombu's AMQP channel, which never lets kombu inflate a compressed body.
+
+    kombu decompresses whatever a sender's ``compression`` header names
+    while it builds the message, unbounded (a 1 KB bz2 body can become
+    gigabytes); the header is renamed first, and the worker decides
+    (:mod:`pyfi.limits`).
+    """
+
+    def message_to_python(self, raw_message: Any) -> Any:
+        hold_compression(raw_message.properties.get("application_headers"))
+        return super().message_to_python(raw_message)
+
+
 class Connection(pyamqp.Connection):
     """py-amqp's connection on a :class:`BufferedTCPTransport`."""
+
+    Channel = Channel
 
     def Transport(
         self,

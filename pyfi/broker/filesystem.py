@@ -30,6 +30,8 @@ from typing import Any
 
 from kombu.transport import filesystem, virtual
 
+from pyfi.limits import hold_compression
+
 # Header carrying the epoch milliseconds at which a message becomes due.
 DUE_HEADER = "x-pyfi-due-ms"
 DEFAULT_POLLING_INTERVAL = 0.02
@@ -145,6 +147,7 @@ class Channel(filesystem.Channel):
             except FileNotFoundError:
                 continue  # another consumer claimed it first
             payload: dict[str, Any] = json.loads(claimed.read_text(encoding="utf-8"))
+            hold_compression(payload.get("headers"))
             tag = payload.get("properties", {}).get("delivery_tag")
             if tag is not None:
                 self._claimed[str(tag)] = claimed

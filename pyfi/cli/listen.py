@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from pyfi.cli.context import CliContext, pass_flow
-from pyfi.cli.render import note
+from pyfi.cli.render import note, printable
 from pyfi.errors import AdaptorFailed, AdaptorNotFound
 from pyfi.events import CHANNELS, GLOBAL_CHANNEL, EventSubscriber, LiveEvent
 
@@ -90,17 +90,22 @@ def wanted(event: LiveEvent, name: str, channel: str | None) -> bool:
 
 
 def format_event(event: LiveEvent) -> str:
-    """One readable line: local time, room, channel, state, socket, call id (and a message)."""
+    """One readable line: local time, room, channel, state, socket, call id (and a message).
+
+    Every part but the time comes from whoever published the event: the line
+    is printed with control characters escaped, so an event cannot drive the
+    terminal it is shown on.
+    """
     try:
         when = datetime.fromisoformat(event.date).astimezone().strftime("%H:%M:%S.%f")[:-3]
-    except ValueError:
+    except (ValueError, OverflowError):
         when = event.date
     line = (
         f"{when} {event.room} {event.channel:<6} {event.state:<8} "
         f"{event.socket or '-'} {event.call_id or '-'}"
     )
     message = (event.data or {}).get("message")
-    return f"{line} {message}" if message else line
+    return printable(f"{line} {message}" if message else line)
 
 
 def _take(events: Iterator[LiveEvent], count: int | None) -> Iterator[LiveEvent]:

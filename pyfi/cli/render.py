@@ -179,3 +179,21 @@ def print_json(data: Any) -> None:
 def note(message: str) -> None:
     """A line for humans on stderr, so stdout stays clean for pipes."""
     click.echo(message, err=True)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\x1b``), safe to print to a terminal.
+
+    For text others control (live events, names off the wire): an escape
+    sequence in it would otherwise drive the reader's terminal (move the
+    cursor, rewrite earlier lines, set the window title). Ordinary text
+    passes unchanged, at the cost of one ``str.isprintable``.
+    """
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() or char == " " else _escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal, cast, get_args
 
 from pyfi import naming
-from pyfi.errors import EventDecodeError, InvalidValue
+from pyfi.errors import EventDecodeError, InvalidValue, MessageDecodeError
+from pyfi.limits import DEFAULT_LIMITS, check_depth
 
 SCHEMA_VERSION = 1
 """Bumped when a field changes meaning; adding a field does not bump it."""
@@ -35,6 +36,8 @@ Each event is published once, on its own channel; a ``global`` subscription
 is the set of patterns :data:`GLOBAL_PATTERNS`, which match every channel.
 """
 GLOBAL_PATTERNS: tuple[str, ...] = tuple(f"*.{channel}" for channel in CHANNELS)
+# Nesting a listener accepts in an event (as a worker does in a call).
+MAX_EVENT_DEPTH = DEFAULT_LIMITS.max_depth
 
 _REQUIRED_STR = ("channel", "state", "room", "date", "processor", "queue", "hostname")
 _OPTIONAL_STR = ("call_id", "tracking_id", "socket")
@@ -270,6 +273,14 @@ _BLANK = re.compile(r"\s*")
 _DECODER = json.JSONDecoder()
 
 
+def _too_deep(value: Any) -> bool:
+    try:
+        check_depth(value, MAX_EVENT_DEPTH)
+    except MessageDecodeError:
+        return True
+    return False
+
+
 def join_events(payloads: Sequence[str]) -> str:
     """One message carrying several events of a channel: their JSON, one per line.
 
@@ -292,18 +303,25 @@ def events_in(raw: bytes | str) -> list[LiveEvent | EventDecodeError]:
     except UnicodeDecodeError as exc:
         return [EventDecodeError(f"a live event is not valid JSON: {exc}")]
     out: list[LiveEvent | EventDecodeError] = []
+    # Depth can only exceed the number of opening brackets (see pyfi.limits).
+    nested = text.count("[") + text.count("{") > MAX_EVENT_DEPTH
     position = _BLANK.match(text).end()  # type: ignore[union-attr]
     while position < len(text):
         try:
             raw_event, position = _DECODER.raw_decode(text, position)
-        except ValueError as exc:
-            out.append(EventDecodeError(f"a live event is not valid JSON: {exc}"))
+        except (ValueError, RecursionError) as exc:
+            why = "it nests too deep" if isinstance(exc, RecursionError) else str(exc)
+            out.append(EventDecodeError(f"a live event is not valid JSON: {why}"))
             line_end = text.find("\n", position)
             if line_end < 0:
                 break
             position = line_end + 1
         else:
-            if isinstance(raw_event, dict):
+            if nested and _too_deep(raw_event):
+                out.append(
+                    EventDecodeError(f"a live event nests deeper than {MAX_EVENT_DEPTH} levels")
+                )
+            elif isinstance(raw_event, dict):
                 try:
                     out.append(LiveEvent._from_mapping(raw_event))
                 except EventDecodeError as exc:

@@ -5,7 +5,9 @@ readers take files in name order, so the events of one millisecond (a call's
 ``received`` and ``running`` usually share one) come out shuffled. Here the
 name starts with zero-padded nanoseconds instead, and the file is written
 under a name readers ignore, then renamed, so no reader sees half a message.
-Everything else (exchanges, bindings, fanout, reading) is kombu's own.
+Everything else (exchanges, bindings, fanout, reading) is kombu's own, but
+for a sender's ``compression`` header, which kombu is never let to act on
+(see :func:`pyfi.limits.hold_compression`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem, virtual
 from kombu.utils import json as kombu_json
+
+from pyfi.limits import hold_compression
 
 
 class Channel(filesystem.Channel):
@@ -38,6 +42,12 @@ class Channel(filesystem.Channel):
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"cannot add a message file to {folder!r}") from exc
+
+    def _get(self, queue: Any, *args: Any) -> Any:
+        payload = super()._get(queue, *args)
+        if isinstance(payload, dict):
+            hold_compression(payload.get("headers"))
+        return payload
 
 
 class Transport(filesystem.Transport):

@@ -146,7 +146,7 @@ class _KombuSubscription:
         self._patterns = list(patterns)
         self._label = route.label
         self._received: deque[bytes | str] = deque()
-        self._connection = kombu_connection(route.url)
+        self._connection = kombu_connection(route.url, receiving=True)
         self._filesystem = route.url.startswith("filesystem://")
         self._queue: Any = None
         self._consumer: Any = None

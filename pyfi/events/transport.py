@@ -73,8 +73,12 @@ def kombu_api() -> Any:
     return kombu
 
 
-def kombu_connection(url: str) -> Any:
-    """A kombu connection (not yet connected) for the events exchange on ``url``."""
+def kombu_connection(url: str, *, receiving: bool = False) -> Any:
+    """A kombu connection (not yet connected) for the events exchange on ``url``.
+
+    ``receiving``: for a listener, whose AMQP connection must keep kombu from
+    inflating a compressed event, unbounded (see :mod:`pyfi.limits`).
+    """
     connection_class = kombu_api().Connection
 
     if url.startswith("filesystem://"):
@@ -91,6 +95,12 @@ def kombu_connection(url: str) -> Any:
                 "control_folder": str(control),
                 "polling_interval": FILESYSTEM_POLL_S,
             },
+        )
+    if receiving:
+        from pyfi.broker import amqp_transport
+
+        return connection_class(
+            url, transport=amqp_transport.Transport, connect_timeout=CONNECT_TIMEOUT_S, heartbeat=0
         )
     return connection_class(url, connect_timeout=CONNECT_TIMEOUT_S, heartbeat=0)
 

@@ -1,4 +1,4 @@
-"""The child process that runs a worker's time-limited calls (see :mod:`pyfi.worker.limits`).
+"""The child process that runs a worker's time-limited calls (see :mod:`pyfi.worker.timelimit`).
 
 Started as ``python -m pyfi.worker.child WORKER_PID``. It speaks JSON lines
 on pipes that the worker holds, nothing else crosses (never a pickle):

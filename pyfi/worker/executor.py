@@ -68,7 +68,9 @@ def execute(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any
                 },
             )
         return Outcome(ok=False, error=describe(exc))
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit, GeneratorExit...: a failure like any other
+        # A pool thread runs the call: no signal is ever raised here, so any
+        # BaseException is the function's own, and requeueing it would loop.
         return Outcome(ok=False, error=describe(exc))
     return Outcome(ok=True, value=result)
 

@@ -46,10 +46,18 @@ from pyfi.backend.base import DEFAULT_JOIN_TTL_S, DEFAULT_RESULT_TTL_S, check_tt
 from pyfi.broker import Broker
 from pyfi.broker.wakeup import Wakeup
 from pyfi.config import ENV_AGENT_PID, Settings, mask_url
-from pyfi.errors import BackendUnavailable, BrokerUnavailable, MessageDecodeError, first_line
+from pyfi.errors import (
+    BackendUnavailable,
+    BrokerUnavailable,
+    DatabaseUnavailable,
+    MessageDecodeError,
+    first_line,
+)
+from pyfi.limits import admit_body, kept_raw
 from pyfi.message import Message, derived_id
 from pyfi.wiring import ProcessorSpec, SocketSpec
-from pyfi.worker import heap, limits, registry
+from pyfi.worker import heap, registry, timelimit
+from pyfi.worker.admission import Admission, RouteBook, model_routes
 from pyfi.worker.deadletter import dead_letter_body
 from pyfi.worker.executor import Outcome, execute
 from pyfi.worker.publishing import BatchPublisher
@@ -159,17 +167,21 @@ class Worker:
         self._batcher: BatchPublisher | None = None
         check_ttl(options.result_ttl_s)  # refused here, not by every store
         self._storer = ResultStorer(backend, backoff_s=INFRASTRUCTURE_BACKOFF_S)
+        routes = RouteBook(spec, model_routes(settings.database_url), settings.wire)
+        self.admission = Admission(settings.wire, routes)
         self.flows = FlowDriver(
             backend,
             lambda message, route: self._downstream_publisher().publish(message, route),
             lambda batch: self._downstream_publisher().publish_many(list(batch)),
             result_ttl_s=options.result_ttl_s,
             join_ttl_s=options.join_ttl_s,
+            route_of=routes.route_of_node,
+            max_group_size=settings.wire.max_group_size,
         )
         self.ready = threading.Event()
         # With a time limit, calls run in child processes killed at the limit
-        # (pyfi.worker.limits); without, None: they run in the pool's threads.
-        self._limited = limits.for_processor(spec, options.path, size=options.concurrency)
+        # (pyfi.worker.timelimit); without, None: they run in the pool's threads.
+        self._limited = timelimit.for_processor(spec, options.path, size=options.concurrency)
 
     # -- lifecycle -------------------------------------------------------
     def stop(self, signum: int | None = None, *_: Any) -> None:
@@ -523,7 +535,7 @@ class Worker:
         """Run a message, or the next ``step`` of one, and say how to settle it."""
         try:
             return step() if step is not None else self._handle(socket, delivery)
-        except (BrokerUnavailable, BackendUnavailable, OSError) as exc:
+        except (BrokerUnavailable, BackendUnavailable, DatabaseUnavailable, OSError) as exc:
             # The broker or the result store is failing: keep the message
             # (requeue) and slow down rather than spin.
             log.warning("call on %s will be retried: %s", socket.name, exc)
@@ -538,7 +550,8 @@ class Worker:
     def _set_aside(self, socket: SocketSpec, delivery: KombuMessage, exc: Exception) -> str:
         body = delivery.body if isinstance(delivery.body, bytes) else str(delivery.body).encode()
         try:
-            call = Message.decode(body)
+            limits = self.settings.wire
+            call = Message.decode(admit_body(body, delivery.headers, limits), limits)
         except MessageDecodeError:
             call = None
         try:
@@ -547,7 +560,7 @@ class Worker:
                 dead_letter_body(
                     call,
                     reason=f"worker error: {type(exc).__name__}: {exc}",
-                    raw=None if call else body,
+                    raw=None if call else kept_raw(body),
                 ),
                 {"pyfi-reason": "worker-error"},
             )
@@ -559,14 +572,14 @@ class Worker:
     def _handle(self, socket: SocketSpec, delivery: KombuMessage) -> str:
         publisher = self._publisher()
         try:
-            message = Message.decode(delivery.body)
+            message = self.admission.admit(socket, delivery.body, delivery.headers)
         except MessageDecodeError as exc:
-            body = (
-                delivery.body if isinstance(delivery.body, bytes) else str(delivery.body).encode()
+            letter = dead_letter_body(
+                None, reason=f"undecodable message: {exc}", raw=kept_raw(delivery.body)
             )
             publisher.publish_to_queue(
                 socket.route.dead_letter_queue,
-                dead_letter_body(None, reason=f"undecodable message: {exc}", raw=body),
+                letter,
                 {"pyfi-reason": "undecodable"},
             )
             log.warning("dead-lettered an undecodable message on %s: %s", socket.name, exc)

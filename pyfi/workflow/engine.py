@@ -22,15 +22,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyfi.backend.base import DEFAULT_JOIN_TTL_S, DEFAULT_RESULT_TTL_S
 from pyfi.broker.topology import SocketRoute
 from pyfi.message import Message, derived_id
-from pyfi.workflow.plan import CALL, FUNNEL, GROUPS, PIPELINE, check_frames, route_from_json
+from pyfi.workflow.plan import (
+    CALL,
+    FUNNEL,
+    GROUPS,
+    MAX_GROUP_SIZE,
+    PIPELINE,
+    check_frames,
+    route_from_json,
+)
 
 Publish = Callable[[Message, SocketRoute], None]
+# The route to send a plan's call node along.
+RouteOf = Callable[[dict[str, Any]], SocketRoute]
 PublishMany = Callable[[list[tuple[Message, SocketRoute]]], None]
 # The messages a step starts, published together once it is known what they are.
 Outbox = list[tuple[Message, SocketRoute]]
@@ -44,6 +54,11 @@ class _NoInput:
 
 
 NO_INPUT: Any = _NoInput()
+
+
+def route_in_plan(node: dict[str, Any]) -> SocketRoute:
+    """The route a plan's call node holds (the client's own plans only)."""
+    return route_from_json(node["route"])
 
 
 def join_name(node_id: str) -> str:
@@ -61,7 +76,10 @@ class FlowDriver:
     """Starts plans and advances them; shared by the client and the workers.
 
     ``backend`` is a :class:`pyfi.backend.ResultBackend`; ``publish`` sends one
-    message to a route with publisher confirms.
+    message to a route with publisher confirms. ``route_of`` says where a
+    call node goes: by default the route the plan holds, which suits the
+    client that built it from the model; a worker, reading plans off the
+    wire, looks the node's socket up in the model instead.
     """
 
     backend: Any
@@ -70,6 +88,8 @@ class FlowDriver:
     publish_many: PublishMany | None = None
     result_ttl_s: int = DEFAULT_RESULT_TTL_S
     join_ttl_s: int = DEFAULT_JOIN_TTL_S
+    route_of: RouteOf = field(default=route_in_plan)
+    max_group_size: int = MAX_GROUP_SIZE
 
     # -- starting -------------------------------------------------------
     def begin(self, plan: dict[str, Any], tracking_id: str, value: Any = NO_INPUT) -> None:
@@ -110,8 +130,8 @@ class FlowDriver:
                     frame["callback"] = node.get("callback")
                 self._start(step, value, [frame, *frames], tracking_id, parent_id, out)
 
-    @staticmethod
     def _message(
+        self,
         node: dict[str, Any],
         value: Any,
         frames: list[dict[str, Any]],
@@ -134,7 +154,7 @@ class FlowDriver:
             parent_id=parent_id,
             flow={"frames": frames},
         )
-        return message, route_from_json(node["route"])
+        return message, self.route_of(node)
 
     # -- advancing --------------------------------------------------------
     def advance(self, call: Message, value: Any) -> None:
@@ -157,7 +177,7 @@ class FlowDriver:
         stored before this returns.
         """
         assert call.flow is not None
-        frames = check_frames(call.flow.get("frames"))
+        frames = check_frames(call.flow.get("frames"), self.max_group_size)
         fired: list[tuple[str, str]] = []
         out: Outbox = []
         self._complete(value, frames, call, fired, out)

@@ -42,8 +42,11 @@ from typing import Any
 
 from pyfi.broker.topology import SocketRoute
 from pyfi.errors import MessageDecodeError
+from pyfi.limits import DEFAULT_LIMITS
 
 CALL, PIPELINE, PARALLEL, FUNNEL = "call", "pipeline", "parallel", "funnel"
+# The most branches of one group (see pyfi.limits.WireLimits.max_group_size).
+MAX_GROUP_SIZE = DEFAULT_LIMITS.max_group_size
 GROUPS = (PARALLEL, FUNNEL)
 KINDS = (CALL, PIPELINE, PARALLEL, FUNNEL)
 
@@ -75,7 +78,7 @@ def route_from_json(data: Any) -> SocketRoute:
         raise MessageDecodeError(f"a call of the flow has a malformed route: {exc}") from exc
 
 
-def check_node(node: Any) -> dict[str, Any]:
+def check_node(node: Any, max_group_size: int = MAX_GROUP_SIZE) -> dict[str, Any]:
     """``node`` if it is a well-formed plan node (checked all the way down)."""
     if not isinstance(node, dict) or node.get("kind") not in KINDS:
         raise MessageDecodeError(f"a flow node is not one of {', '.join(KINDS)}: {node!r:.80}")
@@ -92,15 +95,24 @@ def check_node(node: Any) -> dict[str, Any]:
     steps = node.get("steps")
     if not isinstance(steps, list) or not steps:
         raise MessageDecodeError(f"the flow {kind} {node['id']} has no steps")
+    if len(steps) > max_group_size:
+        raise MessageDecodeError(
+            f"the flow {kind} {node['id']:.40} has {len(steps)} steps, over the limit of "
+            f"{max_group_size}"
+        )
     for step in steps:
-        check_node(step)
+        check_node(step, max_group_size)
     if kind == FUNNEL and node.get("callback") is not None:
-        check_node(node["callback"])
+        check_node(node["callback"], max_group_size)
     return node
 
 
-def check_frames(frames: Any) -> list[dict[str, Any]]:
-    """The frames of a received message, if every one is well formed."""
+def check_frames(frames: Any, max_group_size: int = MAX_GROUP_SIZE) -> list[dict[str, Any]]:
+    """The frames of a received message, if every one is well formed.
+
+    A group's ``size`` is bounded: joining its branches allocates one entry
+    per branch, so a frame claiming 10⁹ branches must be refused, not served.
+    """
     if not isinstance(frames, list):
         raise MessageDecodeError("the flow's frames are not a list")
     for frame in frames:
@@ -109,18 +121,48 @@ def check_frames(frames: Any) -> list[dict[str, Any]]:
             rest = frame.get("rest")
             if not isinstance(rest, list) or not rest:
                 raise MessageDecodeError("a pipeline frame has no steps left")
-            check_node(rest[0])  # the step started next; the others when their turn comes
+            # the step started next; the others when their turn comes
+            check_node(rest[0], max_group_size)
         elif kind in GROUPS:
             index, size = frame.get("index"), frame.get("size")
-            if not (isinstance(index, int) and isinstance(size, int) and 0 <= index < size):
+            if not (type(index) is int and type(size) is int and 0 <= index < size):
                 raise MessageDecodeError(f"a {kind} frame has a bad index/size")
+            if size > max_group_size:
+                raise MessageDecodeError(
+                    f"a {kind} frame has {size} branches, over the limit of {max_group_size}"
+                )
             if not isinstance(frame.get("id"), str):
                 raise MessageDecodeError(f"a {kind} frame has no id")
             if frame.get("callback") is not None:
-                check_node(frame["callback"])
+                check_node(frame["callback"], max_group_size)
         else:
             raise MessageDecodeError(f"a flow frame of unknown kind {kind!r}")
     return frames
+
+
+def sockets_started(frames: list[dict[str, Any]]) -> set[str]:
+    """The sockets that the (checked) ``frames`` may send calls to once their call is done.
+
+    A worker resolves each in the model before it runs the call: it sends a
+    flow's calls along the routes the model gives, never along those a
+    message carries.
+    """
+    nodes: list[dict[str, Any]] = []
+    for frame in frames:
+        if frame["kind"] == PIPELINE:
+            nodes.append(frame["rest"][0])
+        elif frame.get("callback") is not None:
+            nodes.append(frame["callback"])
+    sockets: set[str] = set()
+    while nodes:
+        node = nodes.pop()
+        if node["kind"] == CALL:
+            sockets.add(node["socket"])
+            continue
+        nodes.extend(node["steps"])
+        if node.get("callback") is not None:
+            nodes.append(node["callback"])
+    return sockets
 
 
 def count_calls(node: dict[str, Any]) -> int:

@@ -241,7 +241,7 @@ HOLDER = """
 import sys, threading, time
 from pathlib import Path
 from pyfi.wiring import spec_from_json
-from pyfi.worker.limits import TimeLimitedCalls
+from pyfi.worker.timelimit import TimeLimitedCalls
 
 calls = TimeLimitedCalls(spec_from_json(sys.argv[1]), Path(sys.argv[2]), size=1, limit_s=60)
 threading.Thread(target=calls.execute, args=("hold_the_gil", [60], {}), daemon=True).start()

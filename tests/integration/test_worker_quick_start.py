@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from pyfi.config import load_settings
 from pyfi.db import models
+from pyfi.db.enums import QueueType
 from pyfi.db.session import Database
 from pyfi.errors import InvalidValue, ProcessorNotFound
 from pyfi.wiring import (
@@ -103,6 +104,11 @@ def _from_objects(session: Session, name: str) -> ProcessorSpec:
                     for plug in socket.outgoing
                     if plug.enabled
                 ),
+                siblings=tuple(
+                    sorted(other.name for other in socket.queue.sockets if other.id != socket.id)
+                )
+                if socket.queue.type is QueueType.FANOUT
+                else (),
             )
             for socket in sockets
         ),
