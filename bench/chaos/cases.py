@@ -216,6 +216,7 @@ def _account(
     result.results = sum(1 for call_id in sent.values() if call_id in progress.done)
     result.errors = progress.errors
     result.lost = result.sent - result.results
+    result.queued = _queued(net.stack.direct["PYFI_BROKER"], TOUCH)
     runs: dict[str, list[int]] = {}
     for token, pid in net.ledger.runs():
         if token in sent:
@@ -239,6 +240,20 @@ def _account(
             letters += list_dead_letters(net.stack.direct["PYFI_BROKER"], socket)
     result.dead_letters = count_reasons(letters)
     return letters
+
+
+def _queued(broker_url: str, queue: str) -> int | None:
+    """How many messages wait in ``queue`` now (a passive declare), if the broker says."""
+    from pyfi.broker import Broker
+
+    broker = Broker(broker_url)
+    try:
+        channel = broker.connection.default_channel
+        return int(channel.queue_declare(queue=queue, passive=True).message_count)
+    except Exception:  # a count must not hide the other figures
+        return None
+    finally:
+        broker.close()
 
 
 def kill_workers(run: Run, stack_name: str) -> CaseResult:
@@ -357,6 +372,12 @@ def _outage(run: Run, stack_name: str, case: str, service: str, seconds: float) 
                     max((progress.done[c] for c in before_restore), default=restored) - restored
                 )
                 result.recovery_s = max(0.0, result.recovery_s)
+            during = sum(1 for when in progress.done.values() if cut_at <= when <= restore_at)
+            result.extra["answered during outage"] = during
+            if result.worker_restarts:
+                result.failures.append(
+                    f"{result.worker_restarts} workers were replaced (they should reconnect)"
+                )
             result.extra["outage"] = f"{seconds:.0f}s"
             result.extra["relay refused"] = f"{relay.refused} connections while cut"
         finally:

@@ -29,6 +29,7 @@ class CaseResult:
     results: int = 0  # outcomes stored (ok or error) for the calls sent
     errors: int = 0  # of which the function's failure
     lost: int = 0  # sent, no outcome by the deadline
+    queued: int | None = None  # messages still in the socket's queue at the end
     executed: int = 0  # distinct valid calls the function ran
     duplicated: int = 0  # valid calls whose function ran more than once
     duplicated_by_death: int = 0  # of which an earlier run was on a worker that was killed
@@ -78,7 +79,7 @@ def print_result(result: CaseResult) -> None:
     lines = [
         ("calls sent", result.sent),
         ("results", f"{result.results} ({result.errors} errors)"),
-        ("lost", result.lost),
+        ("lost (no outcome)", f"{result.lost} ({_queued(result.queued)} still queued)"),
         ("executed (distinct)", result.executed),
         ("duplicated side effects", f"{result.duplicated} "
          f"({result.duplicated_by_death} after a worker's death)"),
@@ -99,6 +100,10 @@ def print_result(result: CaseResult) -> None:
         print(f"  {label:<26}{value}")
     verdict = "PASS" if result.passed else "FAIL: " + "; ".join(result.failures)
     print(f"  {'verdict':<26}{verdict}")
+
+
+def _queued(count: int | None) -> str:
+    return "?" if count is None else str(count)
 
 
 def summary(results: list[CaseResult]) -> str:
