@@ -468,8 +468,11 @@ def _judge_hostile(
             refused_ran += ran
     if refused_ran:
         result.failures.append(f"hostile messages executed {refused_ran} times")
-    if len(letters) != len(published):
-        result.failures.append(f"{len(letters)} dead letters for {len(published)} hostile messages")
+    # Every refused message, and the SystemExit call after its retries, is dead-lettered
+    # once; a hostile route may instead be replaced by the model's (then no letter).
+    least = sum(1 for message in published if message.kind != "hostile-route")
+    if not least <= len(letters) <= len(published):
+        result.failures.append(f"{len(letters)} dead letters for {least}-{len(published)} expected")
     growth = result.worker_log_growth or 0
     if growth > LOG_BYTES_PER_HOSTILE * len(published):
         result.failures.append(f"the worker log grew by {growth // 1024} KB")

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 # A few hundred calls per phase and two kills: enough for a kill to land
 # while calls are in flight, small enough for CI.
 CI = Size(
-    "ci", calls=100, kill_calls=400, kills=2, db_outage_s=5, outage_s=5, flood_rounds=1,
+    "ci", calls=100, kill_calls=800, kills=2, db_outage_s=5, outage_s=5, flood_rounds=1,
     oversized=1 << 20, bomb=1 << 20, settle_s=2, deadline_s=60, busy_ms=2,
 )  # fmt: skip
 
