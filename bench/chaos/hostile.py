@@ -63,66 +63,38 @@ def messages(ledger: str, serial: int, *, oversized: int, bomb: int) -> list[Hos
     def token(kind: str) -> str:
         return f"hostile-{kind}-{serial}"
 
+    def envelope(kind: str, **fields: Any) -> bytes:
+        return _json(_envelope(token(kind), ledger, **fields))
+
+    def spliced(kind: str, raw: bytes) -> bytes:
+        """An envelope carrying ``raw`` JSON text (which no encoder would write) in kwargs."""
+        return envelope(kind, kwargs={"x": "@"}).replace(b'"@"', raw)
+
+    huge_group = {"kind": "parallel", "id": "0", "index": 0, "size": HUGE_GROUP}
     route = {"socket": TOUCH, "exchange": "chaos.queue", "exchange_type": "direct",
              "durable": True, "arguments": WRONG_ARGUMENTS}  # fmt: skip
     next_step = {"kind": "call", "id": "0.1", "socket": TOUCH, "route": route,
                  "args": [token("route-next"), ledger], "kwargs": {}, "into": False}  # fmt: skip
-    deep = b"[" * DEEP + b"]" * DEEP
-    plain = [
-        (
-            "deep-json",
-            _json(_envelope(token("deep-json"), ledger, kwargs={"x": "@"})).replace(b'"@"', deep),
+    bodies = {
+        "deep-json": spliced("deep-json", b"[" * DEEP + b"]" * DEEP),
+        "5000-digit-int": spliced("5000-digit-int", b"9" * BIG_INT_DIGITS),
+        "group-size-1e9": envelope("group-size-1e9", flow={"frames": [huge_group]}),
+        "hostile-route": envelope(
+            "hostile-route", flow={"frames": [{"kind": "pipeline", "rest": [next_step]}]}
         ),
-        (
-            "5000-digit-int",
-            _json(_envelope(token("5000-digit-int"), ledger, kwargs={"x": "@"})).replace(
-                b'"@"', b"9" * BIG_INT_DIGITS
-            ),
-        ),
-        (
-            "group-size-1e9",
-            _json(
-                _envelope(
-                    token("group-size-1e9"),
-                    ledger,
-                    flow={
-                        "frames": [{"kind": "parallel", "id": "0", "index": 0, "size": HUGE_GROUP}]
-                    },
-                )
-            ),
-        ),
-        (
-            "hostile-route",
-            _json(
-                _envelope(
-                    token("hostile-route"),
-                    ledger,
-                    flow={"frames": [{"kind": "pipeline", "rest": [next_step]}]},
-                )
-            ),
-        ),
-        (
-            "socket-os.system",
-            _json(_envelope(token("socket-os.system"), ledger, socket="os.system")),
-        ),
-        (
-            "socket-__import__",
-            _json(_envelope(token("socket-__import__"), ledger, socket="__import__")),
-        ),
-        ("version-0", _json(_envelope(token("version-0"), ledger, version=0))),
-        ("version--1", _json(_envelope(token("version--1"), ledger, version=-1))),
-        ("not-a-uuid", _json(_envelope(token("not-a-uuid"), ledger, call_id="../../etc/passwd"))),
-        (
-            "oversized",
-            _json(_envelope(token("oversized"), ledger, padding="x" * oversized)),
-        ),
-        ("system-exit", _json(_envelope(token("system-exit"), ledger, socket=EXIT))),
-    ]
-    found = [Hostile(kind, token(kind), body, {}) for kind, body in plain]
+        "socket-os.system": envelope("socket-os.system", socket="os.system"),
+        "socket-__import__": envelope("socket-__import__", socket="__import__"),
+        "version-0": envelope("version-0", version=0),
+        "version--1": envelope("version--1", version=-1),
+        "not-a-uuid": envelope("not-a-uuid", call_id="../../etc/passwd"),
+        "oversized": envelope("oversized", padding="x" * oversized),  # unknown fields are ignored
+        "system-exit": envelope("system-exit", socket=EXIT),
+    }
+    found = [Hostile(kind, token(kind), body, {}) for kind, body in bodies.items()]
     # Compressed by the sender: kombu decompresses whatever the header names.
-    head = _json(_envelope(token("bz2-bomb"), ledger))[:-1]  # without its closing brace
-    found.append(Hostile("bz2-bomb", token("bz2-bomb"), _bombed(head, bomb),
-                         {"compression": "application/x-bz2"}))  # fmt: skip
+    head = envelope("bz2-bomb")[:-1]  # without its closing brace
+    headers = {"compression": "application/x-bz2"}
+    found.append(Hostile("bz2-bomb", token("bz2-bomb"), _bombed(head, bomb), headers))
     return found
 
 
@@ -147,10 +119,3 @@ def publish(broker: Any, queue: str, hostile: Hostile) -> None:
         headers=hostile.headers,
         message_id=new_id(),
     )
-
-
-KINDS = (
-    "deep-json", "5000-digit-int", "group-size-1e9", "hostile-route", "socket-os.system",
-    "socket-__import__", "version-0", "version--1", "not-a-uuid", "oversized", "system-exit",
-    "bz2-bomb",
-)  # fmt: skip
