@@ -4,7 +4,8 @@
 folder. ``real``: a PostgreSQL schema of its own (``PYFI_CHAOS_DB``, default
 the local ``test`` database), a RabbitMQ virtual host of its own (created
 and deleted with ``rabbitmqctl``), and a private ``redis-server`` on a free
-port (nothing shared with anybody's Redis database).
+port (nothing shared with anybody's Redis database) unless ``PYFI_CHAOS_REDIS``
+names a Redis database to use instead (emptied before and after).
 
 On the real stack the processes under test (the agent and its workers) reach
 each service through a :class:`~bench.chaos.relay.TcpRelay`, so a case can
@@ -95,6 +96,20 @@ def _private_redis(folder: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def _shared_redis(url: str) -> Iterator[str]:
+    """A Redis database given by the caller, emptied before and after the case."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@contextlib.contextmanager
 def _schema(database: str, name: str) -> Iterator[str]:
     """A PostgreSQL schema of its own; the URL selects it through ``search_path``."""
     import psycopg
@@ -168,7 +183,11 @@ def open_stack(name: str, folder: Path) -> Iterator[Stack]:
         direct = {
             "PYFI_DB": stack.enter_context(_schema(database, tag)),
             "PYFI_BROKER": stack.enter_context(_vhost(amqp, tag)),
-            "PYFI_BACKEND": stack.enter_context(_private_redis(folder)),
+            "PYFI_BACKEND": stack.enter_context(
+                _shared_redis(shared)
+                if (shared := os.environ.get("PYFI_CHAOS_REDIS"))
+                else _private_redis(folder)
+            ),
         }
         relays = {
             "db": stack.enter_context(TcpRelay(*_host_port(direct["PYFI_DB"], 5432))),
