@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -200,7 +199,3 @@ def open_stack(name: str, folder: Path) -> Iterator[Stack]:
             "PYFI_BACKEND": _through(direct["PYFI_BACKEND"], relays["backend"]),
         }
         yield Stack(name, folder, direct, tested, relays)
-
-
-def remove(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
