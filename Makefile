@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format mypy bench clean
+.PHONY: install demo test lint format mypy bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,5 +45,12 @@ $(BENCH_VENV)/.installed: pyproject.toml bench/requirements.txt
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
+# Faults and hostile input against a deployed network (docs/reliability.md); needs
+# the local RabbitMQ, Redis and PostgreSQL. CHAOS_ARGS="--size full" for the full run.
+# Processor virtualenvs are kept in .chaos-venvs between runs (the first build is slow).
+CHAOS_ARGS ?= --size small
+chaos: install
+	$(BIN)/python -m bench.chaos --venv-cache .chaos-venvs $(CHAOS_ARGS)
+
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .demo .pytest_cache .ruff_cache .mypy_cache *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) .chaos-venvs .demo .pytest_cache .ruff_cache .mypy_cache *.egg-info
