@@ -41,6 +41,8 @@ class TcpRelay:
         self._frozen: list[_Pair] = []
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.connections = 0  # relayed so far
+        self.refused = 0  # hung up on while cut
         self._spawn(self._accept)
 
     def url_of(self, url: str) -> str:
@@ -58,6 +60,26 @@ class TcpRelay:
         for pair in doomed:
             for sock in pair.sockets:
                 _close(sock)
+
+    @property
+    def up(self) -> bool:
+        """Whether the relay serves (not cut)."""
+        with self._lock:
+            return self._up
+
+    def cut(self) -> None:
+        """Close every relayed connection and refuse new ones until :meth:`restore`."""
+        self.set_up(False)
+
+    def restore(self) -> None:
+        """Relay new connections again."""
+        self.set_up(True)
+
+    def __enter__(self) -> TcpRelay:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
 
     def freeze(self) -> None:
         """Let every current connection go silent without a close (half-open)."""
@@ -90,21 +112,27 @@ class TcpRelay:
                 client, _ = self._listener.accept()
             except TimeoutError:
                 continue
-            with self._lock:
-                up = self._up
-            if not up:
-                client.close()
+            except OSError:
+                return  # the listener was closed
+            if not self.up:
+                self.refused += 1
+                _close(client)
                 continue
             try:
                 upstream = socket.create_connection(self._target, timeout=5)
             except OSError:
-                client.close()
+                _close(client)
                 continue
             client.settimeout(None)
             upstream.settimeout(None)
             pair = _Pair(client, upstream)
             with self._lock:
+                if not self._up:  # cut while connecting
+                    _close(client)
+                    _close(upstream)
+                    continue
                 self._pairs.add(pair)
+                self.connections += 1
             self._spawn(self._pipe, pair, client, upstream)
             self._spawn(self._pipe, pair, upstream, client)
 

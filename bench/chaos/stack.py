@@ -8,7 +8,7 @@ port (nothing shared with anybody's Redis database) unless ``PYFI_CHAOS_REDIS``
 names a Redis database to use instead (emptied before and after).
 
 On the real stack the processes under test (the agent and its workers) reach
-each service through a :class:`~bench.chaos.relay.TcpRelay`, so a case can
+each service through a :class:`~tests.relay.TcpRelay`, so a case can
 cut one off; the suite's own client (which sends the calls and reads the
 results) and its checks connect directly, so they keep working through an
 outage they stage. The machine's services are never stopped or restarted.
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from bench.chaos.relay import TcpRelay
+from tests.relay import TcpRelay
 
 DEFAULT_DB = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672"

@@ -1,4 +1,4 @@
-"""The chaos suite's TCP relay: relays, cuts every connection, refuses, restores."""
+"""The TCP relay tests and the chaos suite stage outages with: relays, cuts, refuses, restores."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.chaos.relay import TcpRelay
+from tests.relay import TcpRelay
 
 TIMEOUT_S = 5.0
 
