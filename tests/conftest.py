@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 from click.testing import CliRunner, Result
@@ -28,6 +28,7 @@ from pyfi.cli import cli
 from pyfi.db import schema
 from pyfi.db.session import Database
 from tests.private_redis import REDIS_SERVER, RedisServer
+from tests.rabbitmq_vhosts import VirtualHosts
 
 DEFAULT_TEST_DB = "postgresql+psycopg://postgres@127.0.0.1/test"
 TEST_DB = os.environ.get("PYFI_TEST_DB", DEFAULT_TEST_DB)
@@ -140,21 +141,20 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     client.close()
 
 
-@pytest.fixture
-def amqp_url() -> Iterator[str]:
-    """A RabbitMQ URL on a virtual host of its own, deleted after the test."""
-    import subprocess
+@pytest.fixture(scope="session")
+def virtual_hosts() -> Iterator[VirtualHosts]:
+    """This pytest process's supply of fresh RabbitMQ virtual hosts."""
+    hosts = VirtualHosts(urlsplit(TEST_AMQP).username or "guest")
+    yield hosts
+    hosts.close()
 
-    vhost = f"pyfi_t_{uuid.uuid4().hex[:12]}"
-    ctl = ["rabbitmqctl", "-q"]
-    subprocess.run([*ctl, "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(
-        [*ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
-    )
+
+@pytest.fixture
+def amqp_url(virtual_hosts: VirtualHosts) -> Iterator[str]:
+    """A RabbitMQ URL on a virtual host of its own, deleted after the test."""
+    vhost = virtual_hosts.take()
     yield TEST_AMQP.rstrip("/") + "/" + vhost
-    subprocess.run([*ctl, "delete_vhost", vhost], check=False, capture_output=True)
+    virtual_hosts.discard(vhost)
 
 
 @pytest.fixture(
