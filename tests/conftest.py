@@ -14,9 +14,11 @@ fails under CI (``CI`` set), so a missing service can never pass unnoticed.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -118,6 +120,31 @@ def postgres_url() -> Iterator[str]:
     with admin.engine.begin() as conn:
         conn.exec_driver_sql(f'DROP SCHEMA "{schema_name}" CASCADE')
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder shared by every process of this test run (the xdist workers' parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def made_once(folder: Path, make: Callable[[Path], None]) -> Path:
+    """``folder``, filled by ``make`` in the first process of the run that asks for it.
+
+    The others wait for it and reuse it: what takes minutes (a virtualenv
+    built from a repository) is then built once per run, not once per worker.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with (folder.parent / f".{folder.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        made = folder.parent / f".{folder.name}.made"
+        if not made.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # the remains of a failed attempt
+            folder.mkdir()
+            make(folder)
+            made.touch()
+    return folder
 
 
 @pytest.fixture(scope="session")
