@@ -19,8 +19,14 @@ install: $(STAMP)
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" sh examples/first-flow.sh
 
+# Two pytest processes, each with its own Redis server (tests/private_redis.py):
+# the tests mostly wait on subprocesses and services, so two overlap well on a
+# two-core host; a bigger host may raise TEST_WORKERS. worksteal keeps both busy
+# to the end of the run, whatever the spread of test durations.
+TEST_WORKERS ?= 2
+
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal --durations=25
 
 lint: install
 	$(BIN)/ruff check pyfi tests migrations examples bench

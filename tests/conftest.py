@@ -3,20 +3,25 @@
 PostgreSQL isolation: every test gets its own schema in the ``PYFI_TEST_DB``
 database, selected through ``search_path`` in the URL, so the same URL works
 for in-process calls, CliRunner and real subprocesses. The schema is dropped
-afterwards.
+afterwards. RabbitMQ isolation: a virtual host per test. Redis isolation: a
+private ``redis-server`` per pytest process (so per xdist worker), flushed
+before and after each test (see :mod:`tests.private_redis` for why not a
+database of the shared server).
 
-If PostgreSQL is unreachable, its tests are skipped locally and the whole run
+If a service is unreachable, its tests are skipped locally and the whole run
 fails under CI (``CI`` set), so a missing service can never pass unnoticed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 from click.testing import CliRunner, Result
@@ -24,10 +29,11 @@ from click.testing import CliRunner, Result
 from pyfi.cli import cli
 from pyfi.db import schema
 from pyfi.db.session import Database
+from tests.private_redis import REDIS_SERVER, RedisServer
+from tests.rabbitmq_vhosts import VirtualHosts
 
 DEFAULT_TEST_DB = "postgresql+psycopg://postgres@127.0.0.1/test"
 TEST_DB = os.environ.get("PYFI_TEST_DB", DEFAULT_TEST_DB)
-TEST_REDIS = os.environ.get("PYFI_TEST_REDIS", "redis://127.0.0.1:6379/15")
 TEST_AMQP = os.environ.get("PYFI_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
@@ -46,13 +52,7 @@ def _postgres_problem() -> str | None:
 
 
 def _redis_problem() -> str | None:
-    import redis
-
-    try:
-        redis.Redis.from_url(TEST_REDIS, socket_connect_timeout=3).ping()
-    except redis.RedisError as exc:
-        return str(exc).splitlines()[0]
-    return None
+    return None if REDIS_SERVER else "redis-server is not installed"
 
 
 def _amqp_problem() -> str | None:
@@ -76,7 +76,7 @@ requires_postgres = pytest.mark.skipif(
 )
 requires_redis = pytest.mark.skipif(
     REDIS_PROBLEM is not None and not IN_CI,
-    reason=f"Redis at PYFI_TEST_REDIS is unreachable: {REDIS_PROBLEM}",
+    reason=f"no private Redis server: {REDIS_PROBLEM}",
 )
 requires_rabbitmq = pytest.mark.skipif(
     AMQP_PROBLEM is not None and not IN_CI,
@@ -87,7 +87,7 @@ requires_rabbitmq = pytest.mark.skipif(
 def pytest_sessionstart(session: pytest.Session) -> None:
     problems = {
         f"PostgreSQL at {TEST_DB}": POSTGRES_PROBLEM,
-        f"Redis at {TEST_REDIS}": REDIS_PROBLEM,
+        "Redis": REDIS_PROBLEM,
         f"RabbitMQ at {TEST_AMQP}": AMQP_PROBLEM,
     }
     missing = [f"{name}: {problem}" for name, problem in problems.items() if problem]
@@ -122,33 +122,66 @@ def postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder shared by every process of this test run (the xdist workers' parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def made_once(folder: Path, make: Callable[[Path], object]) -> Path:
+    """``folder``, filled by ``make`` in the first process of the run that asks for it.
+
+    The others wait for it and reuse it: what takes minutes (a virtualenv
+    built from a repository) is then built once per run, not once per worker.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with (folder.parent / f".{folder.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        made = folder.parent / f".{folder.name}.made"
+        if not made.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # the remains of a failed attempt
+            folder.mkdir()
+            make(folder)
+            made.touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """This pytest process's own Redis server, started when a test first needs it."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    """PYFI_TEST_REDIS, its database flushed before and after the test."""
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """A database of this process's Redis server, every database flushed before and after."""
     import redis
 
-    client = redis.Redis.from_url(TEST_REDIS)
-    client.flushdb()
-    yield TEST_REDIS
-    client.flushdb()
+    url = redis_server.url()
+    client = redis.Redis.from_url(url)
+    client.flushall()
+    yield url
+    client.flushall()
     client.close()
 
 
-@pytest.fixture
-def amqp_url() -> Iterator[str]:
-    """A RabbitMQ URL on a virtual host of its own, deleted after the test."""
-    import subprocess
+@pytest.fixture(scope="session")
+def virtual_hosts() -> Iterator[VirtualHosts]:
+    """This pytest process's supply of fresh RabbitMQ virtual hosts."""
+    hosts = VirtualHosts(urlsplit(TEST_AMQP).username or "guest")
+    yield hosts
+    hosts.close()
 
-    vhost = f"pyfi_t_{uuid.uuid4().hex[:12]}"
-    ctl = ["rabbitmqctl", "-q"]
-    subprocess.run([*ctl, "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(
-        [*ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
-    )
+
+@pytest.fixture
+def amqp_url(virtual_hosts: VirtualHosts) -> Iterator[str]:
+    """A RabbitMQ URL on a virtual host of its own, deleted after the test."""
+    vhost = virtual_hosts.take()
     yield TEST_AMQP.rstrip("/") + "/" + vhost
-    subprocess.run([*ctl, "delete_vhost", vhost], check=False, capture_output=True)
+    virtual_hosts.discard(vhost)
 
 
 @pytest.fixture(

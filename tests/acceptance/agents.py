@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.acceptance.mesh import EXAMPLES, Stack, WorkerProcess
+from tests.conftest import made_once
 
 THIS = "pyfi.processors.sample.do_this"
-DEPLOY_TIMEOUT = 300  # the first virtualenv build of a test run installs pyfi into it
+# The first virtualenv build of a test run installs pyfi into it: a minute or
+# two on a quiet 2-core host, over five minutes on one loaded nine times over.
+DEPLOY_TIMEOUT = 600
 
 
 @dataclass(frozen=True)
@@ -37,28 +40,35 @@ def _git(path: Path, *args: str) -> str:
     return done.stdout.strip()
 
 
-@pytest.fixture(scope="session")
-def example_repo(tmp_path_factory: pytest.TempPathFactory) -> Repo:
-    path = tmp_path_factory.mktemp("repo") / "processors_example"
+def _make_example_repo(folder: Path) -> None:
+    path = folder / "processors_example"
     shutil.copytree(EXAMPLES, path, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     _git(path, "init", "-q", "-b", "main")
     _git(path, "add", ".")
     _git(path, "commit", "-q", "-m", "sample processors")
-    main = _git(path, "rev-parse", "HEAD")
     _git(path, "checkout", "-q", "-b", "v2")
     sample = path / "pyfi_examples" / "sample.py"
     sample.write_text(
         sample.read_text().replace('f"Do this: {message}"', 'f"Do this v2: {message}"')
     )
     _git(path, "commit", "-q", "-am", "do_this v2")
-    v2 = _git(path, "rev-parse", "HEAD")
     _git(path, "checkout", "-q", "main")
+
+
+@pytest.fixture(scope="session")
+def example_repo(run_folder: Path) -> Repo:
+    """One repository for the whole run, so every test process deploys the same commits."""
+    path = made_once(run_folder / "agent-repo", _make_example_repo) / "processors_example"
+    main, v2 = (_git(path, "rev-parse", branch) for branch in ("main", "v2"))
     return Repo(f"file://{path}", main, v2)
 
 
 @pytest.fixture(scope="session")
-def venv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("venvs")
+def venv_cache(run_folder: Path) -> Path:
+    """The run's venv cache: a venv of the same commit is built once, whichever process asks."""
+    cache = run_folder / "agent-venvs"
+    cache.mkdir(exist_ok=True)
+    return cache
 
 
 def network(stack: Stack, repo: Repo, *, concurrency: int = 1, extra: str = "") -> None:

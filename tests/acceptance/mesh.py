@@ -31,7 +31,8 @@ class WorkerProcess:
     process: subprocess.Popen[bytes]
     log: Path
 
-    def wait_ready(self, timeout: float = 20.0, marker: str = "consuming") -> None:
+    def wait_ready(self, timeout: float = 60.0, marker: str = "consuming") -> None:
+        """Wait for ``marker`` in the log: seconds, many more on a loaded host."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if marker in self.log.read_text(errors="replace"):

@@ -22,7 +22,9 @@ from tests.acceptance.agents import (
 )
 from tests.acceptance.mesh import Stack, wait_for
 
-pytestmark = pytest.mark.slow
+# A test may wait for two builds (main, then v2): the suite's 120 s would cut
+# the first deploy of a run short on a loaded host, long before DEPLOY_TIMEOUT.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * DEPLOY_TIMEOUT)]
 
 
 @pytest.fixture

@@ -10,14 +10,13 @@ docs/reliability.md; their checks join this file once they hold.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from bench.chaos.cases import Run, Size, kill_workers
 from bench.chaos.network import make_repo
-from tests.conftest import NEEDS_ALL_SERVICES, TEST_AMQP, TEST_DB, TEST_REDIS
+from tests.conftest import NEEDS_ALL_SERVICES, TEST_AMQP, TEST_DB, made_once
 
 pytestmark = pytest.mark.slow
 
@@ -30,23 +29,19 @@ CI = Size(
 
 
 @pytest.fixture(scope="session")
-def probe(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The probe's git repository and a venv cache shared by the session's agents."""
-    folder = tmp_path_factory.mktemp("chaos")
-    return folder / "venvs", make_repo(folder)
+def probe(run_folder: Path) -> tuple[Path, str]:
+    """The probe's git repository and a venv cache shared by every agent of the run."""
+    folder = made_once(run_folder / "chaos", make_repo)
+    (folder / "venvs").mkdir(exist_ok=True)
+    return folder / "venvs", f"file://{folder / 'probe-repo'}"
 
 
 @pytest.fixture
 def real_services(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The chaos stack makes its schema and virtual host on the test servers.
-
-    It runs a private redis-server when there is one to run, else uses the
-    test Redis database.
-    """
+    """The chaos stack makes its schema and virtual host on the test servers (and
+    runs a private redis-server of its own)."""
     monkeypatch.setenv("PYFI_CHAOS_DB", TEST_DB)
     monkeypatch.setenv("PYFI_CHAOS_AMQP", TEST_AMQP)
-    if shutil.which("redis-server") is None:
-        monkeypatch.setenv("PYFI_CHAOS_REDIS", TEST_REDIS)
 
 
 # The first deploy of a session builds the probe's virtualenv (pip install of pyfi).

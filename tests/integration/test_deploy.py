@@ -39,6 +39,7 @@ from pyfi.agent.venv import (
     venv_key,
 )
 from pyfi.errors import GitError, InvalidValue, RepoNotAllowed, VenvError
+from tests.conftest import made_once
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "processors_example"
 # Read before any test isolates HOME: the venv tests share the real pip cache.
@@ -71,21 +72,29 @@ def _sample(checkout_: Checkout) -> str:
     return (checkout_.path / "pyfi_examples" / "sample.py").read_text(encoding="utf-8")
 
 
-@pytest.fixture(scope="session")
-def source_repo(tmp_path_factory: pytest.TempPathFactory) -> SourceRepo:
-    """processors_example as a git repository whose head changed do_this."""
-    path = tmp_path_factory.mktemp("source") / "processors"
+def _make_source_repo(folder: Path) -> None:
+    path = folder / "processors"
     shutil.copytree(
         EXAMPLES, path, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
     )
     _git(path, "init", "--quiet", "-b", "main")
     _git(path, "add", "--all")
     _git(path, "commit", "--quiet", "-m", "first")
-    first = _git(path, "rev-parse", "HEAD")
     sample = path / "pyfi_examples" / "sample.py"
     sample.write_text(sample.read_text().replace('"Do this: ', '"Do this now: '))
     _git(path, "commit", "--quiet", "--all", "-m", "second")
-    return SourceRepo(path, first, _git(path, "rev-parse", "HEAD"))
+
+
+@pytest.fixture(scope="session")
+def source_repo(run_folder: Path) -> SourceRepo:
+    """processors_example as a git repository whose head changed do_this.
+
+    One for the whole run, so that every test process builds the same venv
+    (see ``built``).
+    """
+    path = made_once(run_folder / "deploy-source", _make_source_repo) / "processors"
+    first, second = (_git(path, "rev-parse", rev) for rev in ("HEAD~1", "HEAD"))
+    return SourceRepo(path, first, second)
 
 
 @dataclass(frozen=True)
@@ -97,10 +106,16 @@ class Built:
 
 
 @pytest.fixture(scope="session")
-def built(source_repo: SourceRepo, tmp_path_factory: pytest.TempPathFactory) -> Built:
-    """The head of source_repo in a venv with pyfi: built once per session."""
+def built(
+    source_repo: SourceRepo, run_folder: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Built:
+    """The head of source_repo in a venv with pyfi: built once per run, in the run's cache.
+
+    Test processes share the cache; ``ensure_venv``'s lock makes the others
+    wait for the first one's build and reuse it.
+    """
     code = checkout(source_repo.url, "main", None, tmp_path_factory.mktemp("work"))
-    cache_root = tmp_path_factory.mktemp("venvs")
+    cache_root = run_folder / "deploy-venvs"
     started = time.monotonic()
     python = ensure_venv(code, None, cache_root, pyfi_requirement())
     seconds = time.monotonic() - started

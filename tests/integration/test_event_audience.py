@@ -6,9 +6,6 @@ asserted on a Redis server of the test's own: each test starts one.
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,8 +19,8 @@ from pyfi.events import EventPublisher, EventSubscriber, LiveEvent, channel_name
 from pyfi.events import audience as audience_module
 from pyfi.events.audience import Audience, count_listeners
 from tests.conftest import IN_CI
+from tests.private_redis import REDIS_SERVER, RedisServer
 
-REDIS_SERVER = shutil.which("redis-server")
 WatchFactory = Callable[[float], Audience]
 
 pytestmark = [
@@ -32,39 +29,14 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[str]:
     """A Redis server only this test talks to; stopped afterwards."""
-    assert REDIS_SERVER is not None, "CI needs redis-server to run these tests"
-    port = _free_port()
-    server = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
+    server = RedisServer(tmp_path / "redis")
     try:
-        _until(lambda: _pings(client), "the private Redis server to start")
-        yield url
+        yield server.url()
     finally:
-        client.close()
-        server.terminate()
-        server.wait(timeout=10)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
+        server.stop()
 
 
 def _until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:

@@ -239,7 +239,7 @@ def test_call_graph_stops_at_a_parent_never_recorded(database: Database) -> None
     assert outline(other_graph) == ["x", "  y"]
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(20, func_only=True)  # the test, not the migrations before it
 def test_cycles_in_bad_data_do_not_hang(database: Database) -> None:
     # Given a <-> b parenting each other, a child c of b, and d its own parent
     ids = record_run(database, [("a", None, 0), ("b", "a", 1), ("c", "b", 2), ("d", None, 3)])
@@ -344,7 +344,7 @@ def _large_run(database: Database) -> tuple[uuid.UUID, list[uuid.UUID]]:
     return tracking, chain
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(60, func_only=True)  # the test, not the migrations before it
 def test_large_flow_is_built_with_a_bounded_number_of_queries(database: Database) -> None:
     # Given a run of 2,000 calls, 1,201 deep (past Python's recursion limit)
     _tracking, chain = _large_run(database)

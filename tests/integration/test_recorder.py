@@ -4,7 +4,8 @@ Every test runs on SQLite and on PostgreSQL (the ``database`` fixture is
 parametrized). Outages are real: for PostgreSQL a TCP relay written here sits
 between the recorder and the server and refuses connections until told
 otherwise; for SQLite the database's folder is a regular file until the outage
-ends, which makes opening the file fail even for root.
+ends (then atomically replaced by a link to the real folder), which makes
+opening the file fail even for root.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
+import psutil
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
@@ -53,8 +55,12 @@ def outage(database: Database, tmp_path: Path) -> Iterator[Outage]:
         storage.write_text("not a folder")
 
         def end_sqlite() -> None:
-            storage.unlink()
-            storage.symlink_to(real_folder, target_is_directory=True)
+            # One rename puts the link where the file was: were the file
+            # removed first, the recorder (retrying all along) could create
+            # the folder in the gap, and the link could not be made.
+            link = tmp_path / "storage.link"
+            link.symlink_to(real_folder, target_is_directory=True)
+            link.replace(storage)
 
         yield Outage(f"sqlite:///{storage / Path(str(url.database)).name}", end_sqlite)
         return
@@ -599,7 +605,18 @@ def test_recorder_resumes_after_its_connections_are_cut(postgres_url: str) -> No
 RECORDER_CONNECTIONS = (
     "SELECT pid, state FROM pg_stat_activity"
     " WHERE application_name = 'pyfi-recorder' AND datname = current_database()"
+    " AND client_port = ANY(%(ports)s)"
 )
+
+
+def local_ports() -> list[int]:
+    """The local ports of this process's TCP connections.
+
+    Recorders of tests running beside this one (other pytest processes, other
+    schemas) share the server and the application name; only the client port
+    tells a connection of this process from theirs.
+    """
+    return [c.laddr.port for c in psutil.Process().net_connections("tcp") if c.raddr]
 
 
 @requires_postgres
@@ -613,9 +630,10 @@ def test_recorder_writes_to_postgresql_on_a_connection_of_its_own_outside_transa
 
     def recorder_connections() -> dict[int, str]:
         with database.connect() as conn:
-            return {pid: state for pid, state in conn.exec_driver_sql(RECORDER_CONNECTIONS)}
+            rows = conn.exec_driver_sql(RECORDER_CONNECTIONS, {"ports": local_ports()})
+            return {pid: state for pid, state in rows}
 
-    others = recorder_connections()  # other recorders on this server, if any
+    others = recorder_connections()  # this process's other recorders, if any
     try:
         with idle_recorder(postgres_url) as recorder:
             call_ids = [uuid.uuid4() for _ in range(3)]
