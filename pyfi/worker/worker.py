@@ -40,6 +40,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from amqp.exceptions import RecoverableConnectionError
+from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.message import Message as KombuMessage
 
 from pyfi.backend.base import DEFAULT_JOIN_TTL_S, DEFAULT_RESULT_TTL_S, check_ttl
@@ -92,6 +94,18 @@ ORPHAN_WAIT_S = 30.0
 LATER = "later"
 # The rest of a message's handling, run by a pool thread; returns how to settle it.
 Step = Callable[[], str]
+
+# A service failing under a call, not the call or the worker: the message is
+# kept (requeued) after a pause. kombu's and py-amqp's own errors are among
+# them: a pool thread publishing while the connection is lost sees those.
+_INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    BrokerUnavailable,
+    BackendUnavailable,
+    DatabaseUnavailable,
+    KombuOperationalError,
+    RecoverableConnectionError,
+    OSError,
+)
 
 # Messages held per pool thread. Acks are sent by the consuming thread between
 # two reads, so with only one message per thread the pool idles while its
@@ -535,7 +549,7 @@ class Worker:
         """Run a message, or the next ``step`` of one, and say how to settle it."""
         try:
             return step() if step is not None else self._handle(socket, delivery)
-        except (BrokerUnavailable, BackendUnavailable, DatabaseUnavailable, OSError) as exc:
+        except _INFRASTRUCTURE_ERRORS as exc:
             # The broker or the result store is failing: keep the message
             # (requeue) and slow down rather than spin.
             log.warning("call on %s will be retried: %s", socket.name, exc)
