@@ -10,15 +10,28 @@ docs/reliability.md; their checks join this file once they hold.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from bench.chaos.cases import Run, Size, kill_workers
+from bench.chaos.cases import (
+    Run,
+    Size,
+    broker_outage,
+    database_outage,
+    hostile_flood,
+    kill_workers,
+)
 from bench.chaos.network import make_repo
+from bench.chaos.report import CaseResult
 from tests.conftest import NEEDS_ALL_SERVICES, TEST_AMQP, TEST_DB, made_once
 
 pytestmark = pytest.mark.slow
+
+# Hostile kinds a worker refuses before reading them (bench/chaos/hostile.py):
+# all but the two valid calls, `system-exit` and `hostile-route`.
+REFUSED_KINDS = 10
 
 # A few hundred calls per phase and two kills: enough for a kill to land
 # while calls are in flight, small enough for CI.
@@ -73,3 +86,64 @@ def test_killing_workers_under_an_agent_loses_no_call(
     # And every call ran; one ran twice only if a worker died while holding it
     assert result.executed == result.sent, result
     assert result.duplicated == result.duplicated_by_death, result
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(broker_outage, id="broker", marks=NEEDS_ALL_SERVICES),
+        pytest.param(database_outage, id="database", marks=NEEDS_ALL_SERVICES),
+    ],
+)
+def test_an_outage_of_the_broker_or_the_database_loses_and_repeats_nothing(
+    case: Callable[[Run, str], CaseResult],
+    probe: tuple[Path, str],
+    tmp_path: Path,
+    real_services: None,
+) -> None:
+    # Given the probe deployed by an agent that reaches the service through a relay
+    venv_cache, repo = probe
+    # When the relay is cut for a few seconds while calls keep coming, then restored
+    result = case(Run(CI, tmp_path, venv_cache, repo), "real")
+    # Then every call has its outcome, none ran twice
+    assert result.sent > 0
+    assert result.lost == 0, result
+    assert result.results == result.sent, result
+    assert result.errors == 0, result
+    assert result.executed == result.sent, result
+    assert result.duplicated == 0, result
+    # And the agent stayed up and no worker had to be replaced: they rode it out
+    assert result.agent_survived, result
+    assert result.workers_alive == result.workers_wanted, result
+    assert result.worker_restarts == 0, result
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    "stack",
+    [
+        "embedded",
+        pytest.param("real", marks=NEEDS_ALL_SERVICES),
+    ],
+)
+def test_a_hostile_flood_is_dead_lettered_once_and_valid_calls_go_on(
+    stack: str, probe: tuple[Path, str], tmp_path: Path, real_services: None
+) -> None:
+    # Given the probe deployed by an agent
+    venv_cache, repo = probe
+    # When every hostile kind is published straight to its queue among valid calls
+    result = hostile_flood(Run(CI, tmp_path, venv_cache, repo), stack)
+    # Then every valid call has its outcome, once
+    assert result.lost == 0, result
+    assert result.results == result.sent, result
+    assert result.duplicated == 0, result
+    # And each refused kind was dead-lettered once with its reason, and none of them ran
+    refused = sum(n for reason, n in result.dead_letters.items() if reason.startswith("undecod"))
+    assert refused == REFUSED_KINDS * CI.flood_rounds, result.dead_letters
+    assert result.failures == [], result.failures
+    # And the processes survived it, the worker log growing by a few lines only
+    assert result.agent_survived, result
+    assert result.worker_restarts == 0, result
+    assert result.worker_log_growth is not None
+    assert result.worker_log_growth < 16_384 * REFUSED_KINDS, result.worker_log_growth
