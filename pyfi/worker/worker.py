@@ -668,13 +668,15 @@ class Worker:
         outcome: Outcome,
         encoded: str,
         delivery: KombuMessage,
+        *,
+        attempt: int = 1,
     ) -> str:
         """Hand the outcome over to be stored; the message is settled once it is."""
         self._storer.submit(
             call.call_id,
             encoded,
             self.options.result_ttl_s,
-            lambda error: self._stored(socket, call, outcome, delivery, error),
+            lambda error: self._stored(socket, call, outcome, encoded, delivery, error, attempt),
         )
         return LATER
 
@@ -717,16 +719,42 @@ class Worker:
         socket: SocketSpec,
         call: Message,
         outcome: Outcome,
+        encoded: str,
         delivery: KombuMessage,
         error: BaseException | None,
+        attempt: int,
     ) -> None:
-        """Report ``call`` finished and settle its message, once its outcome is stored."""
+        """Report ``call`` finished and settle its message, once its outcome is stored.
+
+        An outcome the result store refused is stored again (the storer
+        pauses between attempts) while its message stays unacknowledged:
+        requeueing it would have the function run again, side effects and
+        all, once the store is back. Only a worker that stops meanwhile lets
+        the message go back to its queue.
+        """
         if error is not None:
-            log.warning(
-                "call on %s will be retried: its result was not stored: %s", socket.name, error
-            )
-            self._done(delivery, REQUEUE)
+            if self._stop.is_set():
+                log.warning(
+                    "call %s on %s will run again: the worker stops and its result was not "
+                    "stored: %s",
+                    call.call_id,
+                    socket.name,
+                    error,
+                )
+                self._done(delivery, REQUEUE)
+                return
+            if attempt == 1:  # once per call, however long the store is away
+                log.warning(
+                    "the result of call %s on %s was not stored (%s); storing it again, its "
+                    "message held until then",
+                    call.call_id,
+                    socket.name,
+                    error,
+                )
+            self._store_later(socket, call, outcome, encoded, delivery, attempt=attempt + 1)
             return
+        if attempt > 1:
+            log.info("the result of call %s on %s is stored", call.call_id, socket.name)
         try:
             self._report(socket, call, outcome)
         except Exception:  # the call is done: a failing report must not leave it unsettled

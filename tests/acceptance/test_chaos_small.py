@@ -22,6 +22,7 @@ from bench.chaos.cases import (
     database_outage,
     hostile_flood,
     kill_workers,
+    redis_outage,
 )
 from bench.chaos.network import make_repo
 from bench.chaos.report import CaseResult
@@ -94,9 +95,10 @@ def test_killing_workers_under_an_agent_loses_no_call(
     [
         pytest.param(broker_outage, id="broker", marks=NEEDS_ALL_SERVICES),
         pytest.param(database_outage, id="database", marks=NEEDS_ALL_SERVICES),
+        pytest.param(redis_outage, id="redis", marks=NEEDS_ALL_SERVICES),
     ],
 )
-def test_an_outage_of_the_broker_or_the_database_loses_and_repeats_nothing(
+def test_an_outage_of_a_service_loses_and_repeats_nothing(
     case: Callable[[Run, str], CaseResult],
     probe: tuple[Path, str],
     tmp_path: Path,

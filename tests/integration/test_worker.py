@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -20,7 +21,8 @@ from pyfi.worker.factory import build_worker, record_signatures_once_consuming
 from pyfi.worker.telemetry import Telemetry
 from pyfi.worker.worker import Worker, WorkerOptions
 from tests.acceptance.mesh import EXAMPLES
-from tests.conftest import Flow
+from tests.conftest import Flow, requires_redis
+from tests.relay import TcpRelay
 
 
 def _explode_on(broken: str) -> Any:
@@ -322,3 +324,40 @@ def test_a_worker_owning_its_process_exempts_start_up_objects_from_garbage_colle
         # Then a worker embedded in someone else's process leaves the collector alone
         assert steps == []
         assert frozen == 0
+
+
+@pytest.mark.redis
+@requires_redis
+def test_a_result_the_store_refuses_is_stored_later_without_running_the_call_again(
+    tmp_path: Path, sqlite_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a worker whose result store (Redis) is reached through a relay
+    settings, database = _network(tmp_path, sqlite_url, monkeypatch)
+    host, port = redis_url.split("//")[1].split("/", maxsplit=1)[0].split(":")
+    with TcpRelay(host, int(port)) as relay:
+        relayed = dataclasses.replace(settings, backend_url=relay.url_of(redis_url))
+        steps: list[tuple[str, str]] = []
+        worker, thread = _start_worker(
+            relayed, database, lambda step, socket, *_: steps.append((step, socket.name))
+        )
+        from pyfi.client.calls import Client
+
+        direct = dataclasses.replace(settings, backend_url=redis_url)
+        with Client(direct, database) as client:
+            # When the store goes away and echo is called meanwhile
+            relay.cut()
+            call = client.send("echo", ["once"])
+            deadline = time.monotonic() + 10
+            while not any(step in ("started", "running") for step, _ in steps):
+                assert time.monotonic() < deadline, steps
+                time.sleep(0.05)
+            time.sleep(2.5)  # the store fails, and fails again, while the call is done
+            # Then, once the store is back, the result is there
+            relay.restore()
+            assert client.result(call.call_id, 15) == "Do this: once"
+        _stop_with_empty_queue(worker, thread, settings)
+    database.dispose()
+    # And the call ran once: its message was held, not requeued to run again
+    runs = [step for step, socket in steps if socket == "echo" and step in ("started", "running")]
+    assert runs == ["started"], steps
+    assert steps.count(("postrun", "echo")) == 1
