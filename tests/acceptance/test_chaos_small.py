@@ -30,6 +30,9 @@ from tests.conftest import NEEDS_ALL_SERVICES, TEST_AMQP, TEST_DB, made_once
 
 pytestmark = pytest.mark.slow
 
+# The embedded default, then the real services.
+STACKS = ["embedded", pytest.param("real", marks=NEEDS_ALL_SERVICES)]
+
 # Hostile kinds a worker refuses before reading them (bench/chaos/hostile.py):
 # all but the two valid calls, `system-exit` and `hostile-route`.
 REFUSED_KINDS = 10
@@ -60,13 +63,7 @@ def real_services(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # The first deploy of a session builds the probe's virtualenv (pip install of pyfi).
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize(
-    "stack",
-    [
-        "embedded",
-        pytest.param("real", marks=NEEDS_ALL_SERVICES),
-    ],
-)
+@pytest.mark.parametrize("stack", STACKS)
 def test_killing_workers_under_an_agent_loses_no_call(
     stack: str, probe: tuple[Path, str], tmp_path: Path, real_services: None
 ) -> None:
@@ -122,13 +119,7 @@ def test_an_outage_of_a_service_loses_and_repeats_nothing(
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize(
-    "stack",
-    [
-        "embedded",
-        pytest.param("real", marks=NEEDS_ALL_SERVICES),
-    ],
-)
+@pytest.mark.parametrize("stack", STACKS)
 def test_a_hostile_flood_is_dead_lettered_once_and_valid_calls_go_on(
     stack: str, probe: tuple[Path, str], tmp_path: Path, real_services: None
 ) -> None:
