@@ -268,15 +268,16 @@ def test_events_round_trip_on_rabbitmq_fanout(amqp_url: str, tmp_path: Path, que
 def test_events_pattern_filters_other_rooms(event_settings: Settings, queue: str) -> None:
     # Given a listener on every channel of room A only
     with EventSubscriber(event_settings) as subscriber:
-        events = subscriber.subscribe([f"{queue}.procA.*"], timeout=1)
+        events = subscriber.subscribe([f"{queue}.procA.*"], timeout=10)
         # When room B publishes first and room A after it
         with EventPublisher(event_settings) as publisher:
             publisher.publish(event(queue, "received", processor="procB"))
             publisher.publish(event(queue, "log-b", channel="log", processor="procB"))
             publisher.publish(event(queue, "running", processor="procA"))
             publisher.publish(event(queue, "info", channel="log", processor="procA"))
-        # Then only room A's events arrive
-        got = take(events, 10)
+        # Then the first two to arrive are room A's: room B's, sent before them, were
+        # filtered out (events arrive in publish order; a loaded host may take seconds)
+        got = take(events, 2)
     assert [(e.processor, e.state) for e in got] == [("procA", "running"), ("procA", "info")]
 
 
