@@ -57,10 +57,17 @@ class _Claims:
     """This process's claim folder, locked for its lifetime."""
 
     def __init__(self, root: Path) -> None:
-        self.folder = root / "claimed" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._lock = (self.folder / ".lock").open("w")
+        # The folder is made and locked under tmp/ and then renamed into
+        # claimed/, so no other process's recovery ever sees it unlocked (it
+        # would take a folder being made for a dead one and remove it).
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        making = root / "tmp" / f"claim-{name}"
+        making.mkdir(parents=True)
+        self._lock = (making / ".lock").open("w")
         fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self.folder = root / "claimed" / name
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(making, self.folder)
 
     def release(self) -> None:
         with contextlib.suppress(OSError):
@@ -73,16 +80,24 @@ class _Claims:
             self.folder.rmdir()
 
 
+def _entries(folder: Path) -> list[Path]:
+    """The files of a claim folder, or none if another process just removed it."""
+    try:
+        return list(folder.iterdir())
+    except FileNotFoundError:
+        return []
+
+
 def recover_dead_claims(root: Path) -> int:
     """Put back the messages claimed by processes that no longer hold their lock."""
     claimed = root / "claimed"
     if not claimed.is_dir():
         return 0
     recovered = 0
-    for folder in claimed.iterdir():
+    for folder in _entries(claimed):
         lock_path = folder / ".lock"
         try:
-            handle = lock_path.open("a")
+            handle = lock_path.open("r")  # never create it: a missing lock is a release under way
         except OSError:
             continue
         try:
@@ -90,7 +105,9 @@ def recover_dead_claims(root: Path) -> int:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 continue  # the owner is alive
-            for entry in folder.iterdir():
+            if os.fstat(handle.fileno()).st_nlink == 0:
+                continue  # its owner is releasing it (it unlinks the lock first)
+            for entry in _entries(folder):
                 if entry.name == ".lock":
                     continue
                 queue, _, file_name = entry.name.partition("__")
