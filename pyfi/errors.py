@@ -17,6 +17,8 @@ to exit code 1; nothing below ``pyfi.cli`` knows about exit codes.
     │   ├── ObjectInUse                 delete refused: other objects refer to it
     │   ├── DatabaseNotInitialised      tables are missing: run `flow db init`
     │   ├── AdaptorNotFound             `flow listen -a`: no such module.function
+    │   ├── NotLoggedIn                 no valid login: run `flow login`
+    │   ├── Forbidden                   the acting user lacks the right an action needs
     │   ├── RepoNotAllowed              a processor's git repository is not in allowed_repos
     │   └── CodeNotAllowed              a module, task or requirement pyfi will not run
     ├── DatabaseUnavailable             exit 1: the database cannot be reached
@@ -187,6 +189,14 @@ class EventDecodeError(FlowError):
 
 class AdaptorFailed(FlowError):
     """The adaptor raised an exception while handling an event."""
+
+
+class NotLoggedIn(UserError):
+    """You are not logged in, or your login expired; run `flow login`."""
+
+
+class Forbidden(UserError):
+    """You may not do that; ask an administrator for the right it needs."""
 
 
 class RepoNotAllowed(UserError):

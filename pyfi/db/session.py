@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pyfi.auth.actor import ACTOR_KEY, Actor, connection_actor
 from pyfi.config import mask_url
 from pyfi.db.base import Audited
 from pyfi.db.direct import CONNECT_TIMEOUT_S
@@ -40,6 +41,7 @@ class Database:
         self.engine = create_db_engine(url, echo=echo)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._user: str | None = None
+        self._actor: Actor | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -56,6 +58,18 @@ class Database:
                     self._user = str(conn.execute(text("SELECT current_user")).scalar_one())
         return self._user
 
+    @property
+    def actor(self) -> Actor:
+        """Who this database's transactions act as (see :mod:`pyfi.auth.actor`)."""
+        if self._actor is None:
+            with self.connect() as conn:
+                self._actor = connection_actor(conn)
+        return self._actor
+
+    def act_as(self, actor: Actor) -> None:
+        """Make later transactions act as ``actor`` (a login, or a service)."""
+        self._actor = actor
+
     @contextmanager
     def connect(self) -> Iterator[Any]:
         """A raw connection, with connection failures translated."""
@@ -66,9 +80,11 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on any error."""
         owner = self.current_user()
+        actor = self.actor
         with translate_errors(self.url):
             session = self._sessions()
             session.info["owner"] = owner
+            session.info[ACTOR_KEY] = actor
             try:
                 yield session
                 session.commit()
