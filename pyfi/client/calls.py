@@ -156,6 +156,7 @@ class Client(Closeable):
         message = Message.new(
             socket, args, kwargs, tracking_id=tracking_id, idempotency_key=idempotency_key
         )
+        self._check_run(socket)
         deadline = time.monotonic() + timeout_s
         route = self.route(socket)
         pending = None
