@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from pyfi import objects
 from pyfi.auth.actor import Actor, ActorKind
@@ -66,6 +67,15 @@ def refusal(action: str, right: str) -> str:
 VERBS = {"add": "ADD", "update": "UPDATE", "delete": "DELETE"}
 
 
+def _attempt(session: Session, kind: str, verb: str) -> None:
+    if verb == "add":
+        objects.create(session, KINDS[kind], {"name": "x1"})
+    elif verb == "update":
+        objects.update(session, KINDS[kind], "x1", {"new_name": "x2"})
+    else:
+        objects.delete(session, KINDS[kind], "x1")
+
+
 @pytest.mark.parametrize("verb", list(VERBS))
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_a_user_without_the_kinds_right_is_refused_and_nothing_changes(
@@ -82,12 +92,7 @@ def test_a_user_without_the_kinds_right_is_refused_and_nothing_changes(
     before = count(database, KINDS[kind].model)
     # When joe tries it
     with pytest.raises(Forbidden) as refused, as_user.transaction() as session:
-        if verb == "add":
-            objects.create(session, KINDS[kind], {"name": "x1"})
-        elif verb == "update":
-            objects.update(session, KINDS[kind], "x1", {"new_name": "x2"})
-        else:
-            objects.delete(session, KINDS[kind], "x1")
+        _attempt(session, kind, verb)
     # Then the refusal names the right, and nothing changed
     assert refused.value.message == refusal(f"{verb} {KINDS[kind].plural}", needed)
     assert count(database, KINDS[kind].model) == before
@@ -165,9 +170,9 @@ def test_a_disabled_user_and_an_unknown_name_have_no_rights(
     add_user(database, "joe", "ALL")
     with database.transaction() as session:
         objects.update(session, KINDS["user"], "joe", {"enabled": False})
-    with pytest.raises(Forbidden, match=r"\(the user joe is disabled\)"):
-        with as_user.transaction() as session:
-            objects.create(session, KINDS["queue"], {"name": "q1"})
+    disabled = r"\(the user joe is disabled\)"
+    with pytest.raises(Forbidden, match=disabled), as_user.transaction() as session:
+        objects.create(session, KINDS["queue"], {"name": "q1"})
     assert count(database, models.Queue) == 0
 
 
@@ -185,9 +190,9 @@ def test_the_object_api_and_readers_are_checked(database: Database, as_user: Dat
     add_user(database, "joe")
     with pytest.raises(Forbidden, match="needs ADD_PROCESSOR"):
         Processor("p1", module="pkg.mod", gitrepo="https://example.org/r.git", database=as_user)
-    with pytest.raises(Forbidden, match=r"may not read calls \(needs READ\)"):
-        with as_user.transaction() as session:
-            call_tree(session, str(uuid.uuid4()))
+    reading = r"may not read calls \(needs READ\)"
+    with pytest.raises(Forbidden, match=reading), as_user.transaction() as session:
+        call_tree(session, str(uuid.uuid4()))
     assert count(database, models.Processor) == 0
 
 
