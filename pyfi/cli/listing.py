@@ -358,6 +358,8 @@ def _user_related(_session: Session, user: models.User) -> Related:
         for role in user.roles
         for p in role.privileges
     ]
+    # A revocation beats every grant above (see docs/security.md, "Rights").
+    rows += [{"right": p.name.value, "via": "revoked"} for p in user.revoked]
     return {"privileges": ([("Right", "right"), ("Granted", "via")], rows)}
 
 
