@@ -126,6 +126,8 @@ REFUSED: list[tuple[tuple[str, ...], str, str]] = [
     (("db", "drop", "--yes"), "drop the database", "DB_DROP"),
     (("db", "init"), "initialise the database", "DB_INIT"),
     (("agent", "start", "-n", "a1"), "start agents", "START_AGENT"),
+    (("worker", "start", "--processor", "proc1"), "start workers", "START_AGENT"),
+    (("update", "user", "-n", "{me}", "--add-role", "r1"), "change users' roles", "UPDATE_USER"),
 ]
 
 
