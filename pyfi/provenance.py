@@ -32,8 +32,9 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from pyfi.auth.guard import Target, require
 from pyfi.db import models
-from pyfi.db.enums import CallState, EventName
+from pyfi.db.enums import CallState, EventName, Right
 from pyfi.db.serialize import json_value
 from pyfi.errors import InvalidValue, ObjectNotFound
 
@@ -125,6 +126,7 @@ def call_tree(session: Session, call_id: str | uuid.UUID) -> CallNode:
     ObjectNotFound
         No call has that id.
     """
+    require(session, Right.READ, "read calls", Target("call", str(call_id)))
     wanted = parse_id(call_id, "call id")
     rows = _load_run(session, wanted)
     return _build(_Run(rows), wanted)
@@ -157,6 +159,7 @@ def call_graph(session: Session, call_id: str | uuid.UUID) -> tuple[CallNode, st
     ObjectNotFound
         No call has that id.
     """
+    require(session, Right.READ, "read calls", Target("call", str(call_id)))
     wanted = parse_id(call_id, "call id")
     run = _Run(_load_run(session, wanted))
     return _build(run, run.root_of(wanted)), str(wanted)
@@ -184,6 +187,7 @@ def flow_calls(session: Session, call_id: str | uuid.UUID) -> list[models.Call]:
     ObjectNotFound
         No call has that id.
     """
+    require(session, Right.READ, "read calls", Target("call", str(call_id)))
     wanted = parse_id(call_id, "call id")
     query = select(models.Call).where(models.Call.tracking_id == _tracking_of(wanted))
     calls = list(session.scalars(query))
@@ -216,6 +220,7 @@ def tracking_calls(session: Session, tracking_id: str | uuid.UUID) -> list[model
     InvalidValue
         ``tracking_id`` is not a UUID.
     """
+    require(session, Right.READ, "read calls", Target("call", str(tracking_id)))
     tracking = parse_id(tracking_id, "tracking id")
     calls = session.scalars(select(models.Call).where(models.Call.tracking_id == tracking))
     return sorted(calls, key=lambda call: _order(call.started, call.created, call.id))

@@ -41,6 +41,7 @@ from pyfi.agent.deployer import Deployed, Deployer, Deploying, Key, failure_reas
 from pyfi.agent.host import measure
 from pyfi.agent.outage import Outage
 from pyfi.agent.supervisor import DEFAULT_DRAIN_GRACE_S, Exit, GroupSpec, Supervisor
+from pyfi.auth.actor import Actor, ActorKind
 from pyfi.config import ENV_AGENT_PID, Settings
 from pyfi.db import models
 from pyfi.db.enums import AgentStatus, DeploymentStatus, ProcessorStatus, WorkerStatus
@@ -84,6 +85,9 @@ class Agent:
         self.settings = settings
         self.options = options
         self.database = Database(settings.database_url)
+        # The agent's own bookkeeping is a service's, never a user's
+        # (`flow agent start` checked START_AGENT before building it).
+        self.database.act_as(Actor(f"agent {options.name}", ActorKind.SERVICE, via="service"))
         self.agent_id: uuid.UUID | None = None
         self.supervisor = Supervisor(
             self._worker_env(),

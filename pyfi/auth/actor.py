@@ -66,6 +66,28 @@ class Actor:
         return self.kind is ActorKind.ADMINISTRATOR
 
 
+# The actor every Database of this process acts as unless told otherwise:
+# set once an agent or a worker has started (they then act as services).
+_process_actor: list[Actor] = []
+
+
+def act_as_service(name: str) -> Actor:
+    """Make this process's databases act as the service ``name`` from now on.
+
+    Called by an agent or a worker once it has started (after the start was
+    checked), so its own bookkeeping transactions are never taken for a
+    user's actions.
+    """
+    service = Actor(name, ActorKind.SERVICE, via="service")
+    _process_actor[:] = [service]
+    return service
+
+
+def process_actor() -> Actor | None:
+    """The actor set by :func:`act_as_service`, if any."""
+    return _process_actor[0] if _process_actor else None
+
+
 def actor_of(session: Session) -> Actor | None:
     """The actor of ``session``; ``None`` for a session pyfi did not open."""
     found = session.info.get(ACTOR_KEY)

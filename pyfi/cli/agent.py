@@ -87,4 +87,16 @@ def start(
         venv_cache=venv_cache,
         drain_grace_s=drain_grace,
     )
+    _start_as_service(flow, name)
     Agent(settings, options).run()
+
+
+def _start_as_service(flow: CliContext, name: str) -> None:
+    """Check START_AGENT as whoever started the agent; from then on act as a service."""
+    from pyfi.auth.actor import act_as_service
+    from pyfi.auth.guard import Target, require
+    from pyfi.db.enums import Right
+
+    with flow.transaction() as session:
+        require(session, Right.START_AGENT, "start agents", Target("agent", name))
+    flow.database.act_as(act_as_service(f"agent {name}"))

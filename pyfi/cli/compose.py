@@ -41,14 +41,17 @@ def apply_command(file: Path, dry_run: bool) -> None:
     and only fields that differ are written, so applying an unchanged file
     changes nothing.
     """
+    from pyfi.auth.guard import rehearsal
     from pyfi.network.declare import apply
 
     network = read_network(file)
     try:
         with flow_context().transaction() as session:
-            report = apply(session, network)
-            if dry_run:
-                raise _DryRun(report)
+            if not dry_run:
+                report = apply(session, network)
+            else:  # needs only READ: every write is rolled back
+                with rehearsal(session):
+                    raise _DryRun(apply(session, network))
     except _DryRun as rolled_back:
         report = rolled_back.report
     verb = "would apply" if dry_run else "applied"
@@ -73,9 +76,12 @@ def apply_command(file: Path, dry_run: bool) -> None:
 )
 def export_command(output: Path | None, with_secrets: bool) -> None:
     """Write the network (queues, processors, sockets, plugs) as YAML."""
+    from pyfi.auth.guard import require
+    from pyfi.db.enums import Right
     from pyfi.network.yamlio import export_yaml
 
     with flow_context().transaction() as session:
+        require(session, Right.READ, "export the network")
         text = export_yaml(session, with_secrets=with_secrets)
     if output is None:
         click.echo(text, nl=False)

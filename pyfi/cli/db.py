@@ -8,6 +8,7 @@ from sqlalchemy import select
 from pyfi.cli.context import CliContext, FlowGroup, pass_flow
 from pyfi.cli.render import note, print_json
 from pyfi.config import mask_url
+from pyfi.db.enums import Right
 from pyfi.errors import DatabaseNotInitialised, InvalidValue
 
 yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -28,6 +29,8 @@ def init(flow: CliContext) -> None:
     where = mask_url(database.url)
     current = schema.current_revision(database)
     head = schema.head_revision()
+    if current is not None:  # tables there already: only DB_INIT may touch them
+        schema.require_of_database(database, Right.DB_INIT, "initialise the database")
     if current == head:
         click.echo(f"The database {where} is already initialised (revision {head}).")
         return
@@ -111,6 +114,8 @@ def rebuild(flow: CliContext, yes: bool) -> None:
     from pyfi.db import schema
 
     _confirm_destruction(flow, yes, "Drop and recreate")
+    if schema.pyfi_tables(flow.database):  # after the drop there is no one to ask
+        schema.require_of_database(flow.database, Right.DB_INIT, "rebuild the database")
     schema.drop_all(flow.database)
     _before, head = schema.upgrade(flow.database)
     click.echo(f"Rebuilt the database {mask_url(flow.database.url)} at revision {head}.")
@@ -120,11 +125,13 @@ def rebuild(flow: CliContext, yes: bool) -> None:
 @pass_flow
 def dump_json(flow: CliContext) -> None:
     """Dump every object of the database as JSON (secrets left out, URLs masked)."""
+    from pyfi.auth.guard import require
     from pyfi.db.models import Base
     from pyfi.db.serialize import is_secret, json_value, shown
 
     dump: dict[str, list[dict[str, object]]] = {}
     with flow.transaction() as session:
+        require(session, Right.READ, "dump the database")
         for table in Base.metadata.sorted_tables:
             visible = [c for c in table.columns if not is_secret(c)]
             order = [c for c in table.primary_key.columns]

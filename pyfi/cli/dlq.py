@@ -22,10 +22,13 @@ def dlq_group() -> None:
 def list_letters(flow: CliContext, socket_name: str, as_json: bool) -> None:
     """List a socket's dead letters (without removing them)."""
     from pyfi import objects
+    from pyfi.auth.guard import Target, require
     from pyfi.db import models
+    from pyfi.db.enums import Right
     from pyfi.dlq import list_dead_letters
 
     with flow.transaction() as session:
+        require(session, Right.READ, "list dead letters", Target("socket", socket_name))
         objects.get_by_name(session, models.Socket, socket_name)
     letters = list_dead_letters(flow.settings.broker_url, socket_name)
     if as_json:
@@ -65,12 +68,15 @@ def list_letters(flow: CliContext, socket_name: str, as_json: bool) -> None:
 def replay(flow: CliContext, socket_name: str, letter_id: str | None) -> None:
     """Send dead calls back to their socket, as first attempts."""
     from pyfi import objects
+    from pyfi.auth.guard import Target, require
     from pyfi.broker import SocketRoute
     from pyfi.db import models
+    from pyfi.db.enums import Right
     from pyfi.dlq import replay_dead_letters
     from pyfi.wiring import load_route
 
     with flow.transaction() as session:
+        require(session, Right.RUN_TASK, "replay dead letters", Target("socket", socket_name))
         objects.get_by_name(session, models.Socket, socket_name)
 
     def route_of(socket: str) -> SocketRoute:

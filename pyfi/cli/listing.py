@@ -13,6 +13,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from pyfi import objects, provenance
+from pyfi.auth.guard import Target, require
 from pyfi.cli.context import CliContext, FlowGroup, pass_flow
 from pyfi.cli.render import (
     FOCUS_MARK,
@@ -24,7 +25,7 @@ from pyfi.cli.render import (
     print_tree,
 )
 from pyfi.db import models
-from pyfi.db.enums import UNFINISHED_STATES
+from pyfi.db.enums import UNFINISHED_STATES, Right
 from pyfi.db.serialize import to_dict
 from pyfi.errors import InvalidValue, ObjectNotFound
 
@@ -256,6 +257,20 @@ LISTINGS: Mapping[str, Listing] = {
 }
 
 
+def _list_right(listing: Listing) -> Right:
+    """``LS_<PLURAL>`` where the reference has one, else ``READ_<KIND>``, else ``READ``."""
+    for name in (f"LS_{listing.plural.upper()}", f"READ_{listing.kind.upper()}"):
+        if name in Right.__members__:
+            return Right[name]
+    return Right.READ
+
+
+def _show_right(listing: Listing) -> Right:
+    """``READ_<KIND>`` where the reference has one, else the listing's right."""
+    name = f"READ_{listing.kind.upper()}"
+    return Right[name] if name in Right.__members__ else _list_right(listing)
+
+
 @click.group("ls", cls=FlowGroup)
 def ls_group() -> None:
     """List database objects and their relations."""
@@ -266,6 +281,7 @@ def _list_command(listing: Listing) -> click.Command:
     @pass_flow
     def callback(flow: CliContext, as_json: bool) -> None:
         with flow.transaction() as session:
+            require(session, _list_right(listing), f"list {listing.plural}")
             query = select(listing.model).options(*listing.eager).order_by(listing.model.name)
             records = [listing.record(obj) for obj in session.scalars(query)]
         if as_json:
@@ -289,6 +305,9 @@ def _show_command(listing: Listing) -> click.Command:
     @pass_flow
     def callback(flow: CliContext, name: str, as_json: bool) -> None:
         with flow.transaction() as session:
+            require(
+                session, _show_right(listing), f"read {listing.plural}", Target(listing.kind, name)
+            )
             obj = objects.get_by_name(session, listing.model, name)
             record = listing.record(obj)
             related = RELATED[listing.kind](session, obj) if listing.kind in RELATED else {}
@@ -339,6 +358,8 @@ def _user_related(_session: Session, user: models.User) -> Related:
         for role in user.roles
         for p in role.privileges
     ]
+    # A revocation beats every grant above (see docs/security.md, "Rights").
+    rows += [{"right": p.name.value, "via": "revoked"} for p in user.revoked]
     return {"privileges": ([("Right", "right"), ("Granted", "via")], rows)}
 
 
@@ -358,6 +379,7 @@ for _listing in LISTINGS.values():
 def list_privileges(flow: CliContext, as_json: bool) -> None:
     """List every granted right and who holds it."""
     with flow.transaction() as session:
+        require(session, Right.READ_PRIVILEGE, "list privileges")
         rows = [
             {"right": p.name.value, "holder": "user", "name": u.name}
             for u in session.scalars(
@@ -427,6 +449,7 @@ def list_calls(
     # counting stops a good way past the page asked for.
     cap = max(COUNT_CAP, page * rows)
     with flow.transaction() as session:
+        require(session, Right.READ, "list calls")
         counted = (
             session.scalar(select(func.count()).select_from(query.limit(cap + 1).subquery())) or 0
         )
@@ -483,6 +506,7 @@ def show_call(
         return
     wanted = _parse_id(call_id, "call id")
     with flow.transaction() as session:
+        require(session, Right.READ, "read calls", Target("call", call_id))
         call = session.get(models.Call, wanted, options=[selectinload(models.Call.events)])
         if call is None:
             raise ObjectNotFound("call", call_id, provenance.NOT_FOUND_HINT, by="with id")
@@ -587,3 +611,26 @@ def _stored_outcome(flow: CliContext, call_id: str) -> dict[str, Any] | None:
 
 def _parse_id(value: str, what: str) -> uuid.UUID:
     return provenance.parse_id(value, what)
+
+
+@ls_group.command("log")
+@click.option("-u", "--user", default=None, help="Only this user's lines.")
+@click.option(
+    "--since", default=None, help="Only lines since a time (2026-12-07T10:00) or age (30m, 2h)."
+)
+@json_option
+@pass_flow
+def list_log(flow: CliContext, user: str | None, since: str | None, as_json: bool) -> None:
+    """List the audit log: each checked action, who, which right, allowed or refused."""
+    from pyfi.auth.audit import audit_lines, parse_since
+
+    moment = parse_since(since) if since else None
+    with flow.transaction() as session:
+        require(session, Right.READ_LOG, "read the audit log")
+        records = audit_lines(session, user=user, since=moment)
+    if as_json:
+        print_json(records)
+    elif records:
+        print_table([("Time", "created"), ("User", "user"), ("Line", "text")], records)
+    else:
+        note("No audit lines yet.")

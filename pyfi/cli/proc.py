@@ -11,7 +11,18 @@ from datetime import UTC, datetime
 import click
 
 from pyfi.cli.context import CliContext, FlowGroup, pass_flow
-from pyfi.db.enums import RequestedStatus
+from pyfi.db.enums import RequestedStatus, Right
+
+# The right each action needs (restart needs START_PROCESSOR, remove STOP_PROCESSOR:
+# neither does more than start or stop; the row stays).
+RIGHTS = {
+    "start": Right.START_PROCESSOR,
+    "stop": Right.STOP_PROCESSOR,
+    "pause": Right.PAUSE_PROCESSOR,
+    "resume": Right.RESUME_PROCESSOR,
+    "restart": Right.START_PROCESSOR,
+    "remove": Right.STOP_PROCESSOR,
+}
 
 ACTIONS = {
     "start": (RequestedStatus.RUNNING, "Start a processor's workers on the agents."),
@@ -35,9 +46,11 @@ def _action(action: str) -> click.Command:
     @pass_flow
     def callback(flow: CliContext, name: str) -> None:
         from pyfi import objects
+        from pyfi.auth.guard import Target, require
         from pyfi.db import models
 
         with flow.transaction() as session:
+            require(session, RIGHTS[action], f"{action} processors", Target("processor", name))
             processor = objects.get_by_name(session, models.Processor, name)
             processor.requested_status = requested
             if action == "restart":

@@ -23,9 +23,12 @@ def validate(flow: CliContext, as_json: bool) -> None:
     start; sockets whose function no worker has run yet are listed as not
     checked. Exits 2 when there is any problem.
     """
+    from pyfi.auth.guard import require
+    from pyfi.db.enums import Right
     from pyfi.network.validate import network_problems, unchecked_sockets
 
     with flow.transaction() as session:
+        require(session, Right.READ, "check the network")
         problems = network_problems(session)
         unchecked = unchecked_sockets(session)
         sockets = session.scalar(select(func.count()).select_from(models.Socket)) or 0

@@ -165,6 +165,12 @@ def _start(
         )
 
     configure_logging(flow)
+    if spec_file is None:
+        _start_as_service(flow, processor_name or "")
+    else:  # an agent hands its workers a spec: the agent's start was checked
+        from pyfi.auth.actor import act_as_service
+
+        act_as_service(f"worker {spec_file.stem}")
     worker_options = WorkerOptions(
         concurrency=concurrency or 0,
         install_signals=False,  # installed already: handed over below
@@ -189,6 +195,20 @@ def _start(
     _say_when_consuming(worker)
     signals.hand_over(worker)
     worker.run()
+
+
+def _start_as_service(flow: CliContext, name: str) -> None:
+    """Check START_AGENT as whoever started the worker; from then on act as a service.
+
+    A worker is what an agent runs; starting one by hand needs the same right.
+    """
+    from pyfi.auth.actor import act_as_service
+    from pyfi.auth.guard import Target, require
+    from pyfi.db.enums import Right
+
+    with flow.transaction() as session:
+        require(session, Right.START_AGENT, "start workers", Target("processor", name))
+    flow.database.act_as(act_as_service(f"worker {name}"))
 
 
 def _say_when_consuming(worker: Worker) -> None:

@@ -14,10 +14,13 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pyfi.auth.actor import ActorKind
+from pyfi.auth.guard import Target, require
 from pyfi.backend import open_backend
 from pyfi.broker import Broker, SocketRoute
 from pyfi.broker.confirms import PendingConfirms, lost_broker
 from pyfi.config import Settings
+from pyfi.db.enums import Right
 from pyfi.db.session import Database
 from pyfi.errors import BrokerUnavailable, CallFailed, CallTimeout
 from pyfi.message import Message, new_id
@@ -71,6 +74,18 @@ class Client(Closeable):
                 self._routes[socket] = load_route(session, socket)
         return self._routes[socket]
 
+    def _check_run(self, socket: str | None) -> None:
+        """Refuse a user without RUN_TASK, in a transaction of its own, before publishing.
+
+        The administrator and services pass without touching the database,
+        so the mesh's own calls cost nothing more.
+        """
+        if self.database.actor.kind is not ActorKind.USER:
+            return
+        with self.database.transaction() as session:
+            target = Target("socket", socket) if socket else None
+            require(session, Right.RUN_TASK, "run tasks", target)
+
     def send(
         self,
         socket: str,
@@ -81,7 +96,14 @@ class Client(Closeable):
         parent_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> Message:
-        """Publish a call; returns once the broker has confirmed it."""
+        """Publish a call; returns once the broker has confirmed it.
+
+        Raises
+        ------
+        Forbidden
+            The acting user lacks ``RUN_TASK`` (checked before each publish).
+        """
+        self._check_run(socket)
         message = Message.new(
             socket,
             args,
@@ -134,6 +156,7 @@ class Client(Closeable):
         message = Message.new(
             socket, args, kwargs, tracking_id=tracking_id, idempotency_key=idempotency_key
         )
+        self._check_run(socket)
         deadline = time.monotonic() + timeout_s
         route = self.route(socket)
         pending = None
@@ -193,6 +216,7 @@ class Client(Closeable):
         :meth:`Broker.publish_many`); each call is its own flow run unless
         ``tracking_id`` groups them.
         """
+        self._check_run(socket)
         route = self.route(socket)
         messages = [
             Message.new(socket, args, kwargs, tracking_id=tracking_id) for args, kwargs in calls
@@ -206,6 +230,7 @@ class Client(Closeable):
         The workers take the flow on from there; its outcome is stored under
         the returned id.
         """
+        self._check_run(None)
         tracking_id = new_id()
         FlowDriver(self.backend, self.broker.publish, self.broker.publish_many).begin(
             plan, tracking_id, value

@@ -121,11 +121,14 @@ class Socket:
     def socket(self) -> dict[str, Any]:
         """The socket's row as a plain dictionary (read on first use)."""
         if self._row is None:
+            from pyfi.auth.guard import Target, require
             from pyfi.db import models
+            from pyfi.db.enums import Right
             from pyfi.db.serialize import to_dict
             from pyfi.objects.lookup import get_by_name
 
             with self.client.database.transaction() as session:
+                require(session, Right.READ_SOCKET, "read sockets", Target("socket", self.name))
                 self._row = to_dict(get_by_name(session, models.Socket, self.name))
         return self._row
 

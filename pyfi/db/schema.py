@@ -12,6 +12,9 @@ from typing import Any
 
 from sqlalchemy import MetaData, inspect
 
+from pyfi.auth.actor import ActorKind
+from pyfi.auth.guard import require
+from pyfi.db.enums import Right
 from pyfi.db.models import Base
 from pyfi.db.session import Database
 from pyfi.errors import ConfigurationError
@@ -53,6 +56,8 @@ def upgrade(database: Database, revision: str = "head") -> tuple[str | None, str
     from alembic.util.exc import CommandError
 
     before = current_revision(database)
+    if before is not None and (revision != "head" or before != head_revision()):
+        require_of_database(database, Right.DB_INIT, "migrate the database")
     with database.engine.begin() as conn:
         try:
             command.upgrade(alembic_config(conn), revision)
@@ -65,6 +70,7 @@ def downgrade(database: Database, revision: str) -> None:
     """Migrate the database down to ``revision`` (``base`` removes every table)."""
     from alembic import command
 
+    require_of_database(database, Right.DB_DROP, "migrate the database down")
     with database.engine.begin() as conn:
         command.downgrade(alembic_config(conn), revision)
 
@@ -102,9 +108,24 @@ def pyfi_tables(database: Database) -> list[str]:
     return sorted(present & known)
 
 
+def require_of_database(database: Database, right: Right, action: str) -> None:
+    """Check ``right`` for an operation on the schema itself, in a transaction of its own.
+
+    The operation runs outside any session (DDL), so the check is made, and
+    logged, just before it. The administrator connection (the one that owns
+    the tables) passes without reading anything.
+    """
+    if database.actor.kind is not ActorKind.USER:
+        return
+    with database.transaction() as session:
+        require(session, right, action)
+
+
 def drop_all(database: Database) -> list[str]:
     """Drop every pyfi table, leaving other tables of the database alone."""
     dropped = pyfi_tables(database)
+    if dropped:
+        require_of_database(database, Right.DB_DROP, "drop the database")
     with database.engine.begin() as conn:
         Base.metadata.drop_all(conn)
         reflected = MetaData()

@@ -9,6 +9,7 @@ where they enter our code, so that every caller reports them the same way.
 from __future__ import annotations
 
 import getpass
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
-from pyfi.auth.actor import ACTOR_KEY, Actor, connection_actor
+from pyfi.auth.actor import ACTOR_KEY, Actor, ActorKind, connection_actor, process_actor
+from pyfi.auth.guard import REFUSALS_KEY, write_refusals
 from pyfi.config import mask_url
 from pyfi.db.base import Audited
 from pyfi.db.direct import CONNECT_TIMEOUT_S
@@ -29,6 +31,8 @@ from pyfi.errors import DatabaseNotInitialised, DatabaseUnavailable, first_line
 
 # How long an embedded writer waits for another process's lock before failing.
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+_log = logging.getLogger(__name__)
 
 _MISSING_TABLE = re.compile(r"no such table|relation \S+ does not exist|UndefinedTable", re.I)
 
@@ -62,6 +66,9 @@ class Database:
     def actor(self) -> Actor:
         """Who this database's transactions act as (see :mod:`pyfi.auth.actor`)."""
         if self._actor is None:
+            service = process_actor()
+            if service is not None:
+                return service
             with self.connect() as conn:
                 self._actor = connection_actor(conn)
         return self._actor
@@ -79,8 +86,10 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on any error."""
-        owner = self.current_user()
         actor = self.actor
+        # Rows a user creates are theirs; the administrator's and services'
+        # rows record the database login, as before there were users.
+        owner = actor.name if actor.kind is ActorKind.USER else self.current_user()
         with translate_errors(self.url):
             session = self._sessions()
             session.info["owner"] = owner
@@ -92,7 +101,18 @@ class Database:
                 session.rollback()
                 raise
             finally:
+                refusals = session.info.pop(REFUSALS_KEY, None)
                 session.close()
+                if refusals:
+                    self._keep_refusals(refusals)
+
+    def _keep_refusals(self, refusals: list[dict[str, Any]]) -> None:
+        """Write refused checks to the audit log after their action rolled back."""
+        try:
+            with self._sessions() as session, session.begin():
+                write_refusals(session, refusals)
+        except Exception:  # the refusal itself must still reach the user
+            _log.warning("could not write %d refusal(s) to the audit log", len(refusals))
 
     def dispose(self) -> None:
         """Close every pooled connection (before a fork, or at exit)."""

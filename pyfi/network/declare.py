@@ -451,6 +451,7 @@ def _apply_socket(session: Session, decl: SocketDecl) -> Change:
 
         socket = _get(session, models.Socket, decl.name)
         if record_signature(session, socket.task, decl.parameters):
+            crud.require_on(session, KINDS["socket"], "update", decl.name)
             crud.flush(session, KINDS["socket"], decl.name)
             if change.action == "unchanged":
                 change = Change("socket", decl.name, "updated", ("arguments",))
@@ -509,6 +510,7 @@ def _write(session: Session, kind: Kind, obj: Any, name: str, changes: Mapping[s
     if given:
         crud.update(session, kind, name, given)
     else:
+        crud.require_on(session, kind, "update", name)
         if kind.finish is not None:
             kind.finish(session, obj)
         crud.flush(session, kind, name)

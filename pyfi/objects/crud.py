@@ -14,7 +14,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from pyfi.auth.guard import Target, require
 from pyfi.db import models
+from pyfi.db.enums import Right
 from pyfi.errors import DuplicateObject, InvalidValue, ObjectInUse
 from pyfi.objects.kinds import Kind
 from pyfi.objects.lookup import ensure_name_free, get_by_name
@@ -38,6 +40,7 @@ def create(session: Session, kind: Kind, values: Mapping[str, Any]) -> Any:
         A referenced object does not exist.
     """
     given = {k: v for k, v in values.items() if v is not None}
+    require_on(session, kind, "add", given.get("name"))
     missing = [f for f in kind.required if given.get(f) in (None, "")]
     if missing:
         options = ", ".join(f"--{f.replace('_', '-')}" for f in missing)
@@ -57,6 +60,7 @@ def update(session: Session, kind: Kind, name: str, values: Mapping[str, Any]) -
 
     ``values["new_name"]`` renames it.
     """
+    require_on(session, kind, "update", name)
     obj = get_by_name(session, kind.model, name)
     given = {k: v for k, v in values.items() if v is not None}
     new_name = given.pop("new_name", None)
@@ -84,6 +88,7 @@ def delete(session: Session, kind: Kind, name: str) -> dict[str, int]:
     ObjectInUse
         Another object still needs it (a queue used by sockets or plugs).
     """
+    require_on(session, kind, "delete", name)
     obj = get_by_name(session, kind.model, name)
     if isinstance(obj, models.Queue):
         _refuse_if_queue_used(obj)
@@ -91,6 +96,17 @@ def delete(session: Session, kind: Kind, name: str) -> dict[str, int]:
     session.delete(obj)
     flush(session, kind, name)
     return cascaded
+
+
+def require_on(session: Session, kind: Kind, verb: str, name: Any) -> None:
+    """Refuse ``verb`` (add, update, delete) on ``kind`` without ``VERB_KIND``.
+
+    Rights are per kind: whoever holds ``UPDATE_PROCESSOR`` may change any
+    processor, whoever created it (docs/security.md, "Rights").
+    """
+    right = Right[f"{'ADD' if verb == 'add' else verb.upper()}_{kind.name.upper()}"]
+    target = Target(kind.name, str(name)) if name else None
+    require(session, right, f"{verb} {kind.plural}", target)
 
 
 def flush(session: Session, kind: Kind, name: str) -> None:

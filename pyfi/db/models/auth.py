@@ -28,6 +28,15 @@ user_privileges = Table(
     Column("privilege_id", ForeignKey("privileges.id", ondelete="CASCADE"), primary_key=True),
 )
 
+# A right taken from one user even though a role of theirs grants it: a
+# revocation beats every grant (see pyfi.auth.rights).
+user_revoked_privileges = Table(
+    "user_revoked_privileges",
+    Base.metadata,
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("privilege_id", ForeignKey("privileges.id", ondelete="CASCADE"), primary_key=True),
+)
+
 role_privileges = Table(
     "role_privileges",
     Base.metadata,
@@ -68,4 +77,7 @@ class User(Identified, Audited, Base):
     roles: Mapped[list[Role]] = relationship(secondary=user_roles, order_by="Role.name")
     privileges: Mapped[list[Privilege]] = relationship(
         secondary=user_privileges, order_by="Privilege.name"
+    )
+    revoked: Mapped[list[Privilege]] = relationship(
+        secondary=user_revoked_privileges, order_by="Privilege.name"
     )

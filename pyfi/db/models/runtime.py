@@ -99,7 +99,11 @@ class Log(Identified, Base):
     """An audit line about an object of the meta-model."""
 
     __tablename__ = "logs"
-    __table_args__ = (Index("ix_logs_object", "object_kind", "object_id"),)
+    __table_args__ = (
+        Index("ix_logs_object", "object_kind", "object_id"),
+        # `flow ls log --since` reads the newest lines.
+        Index("ix_logs_created", "created"),
+    )
 
     created: Mapped[timestamp]
     owner: Mapped[str | None] = mapped_column(String(120))
