@@ -17,6 +17,7 @@ from pyfi.client.connection import connect, disconnect
 from pyfi.db import models
 from pyfi.db.session import Database
 from pyfi.db.types import utcnow
+from pyfi.errors import NotLoggedIn
 from tests.conftest import Flow
 
 PASSWORD = "correct horse battery"
@@ -79,6 +80,21 @@ def test_the_python_api_acts_as_the_logged_in_user(flow: Flow, tmp_path: Path) -
     assert (actor.name, actor.via) == ("joe", "token")
 
 
+def test_connect_takes_a_token_of_its_own(flow: Flow, tmp_path: Path) -> None:
+    # Given a token printed for joe, nothing kept in the file
+    add_user(flow, tmp_path)
+    token = log_in(flow, tmp_path, "--print-token").stdout.strip()
+    # When a script connects with it, it acts as joe
+    try:
+        assert connect(token=token).database.actor.name == "joe"
+        # and with a forged one, the first database access says to log in
+        forged = connect(token="pyfi_forged")
+        with pytest.raises(NotLoggedIn, match="flow login"):
+            forged.database.actor  # noqa: B018
+    finally:
+        disconnect()
+
+
 def test_token_is_stored_hashed(flow: Flow, database: Database, tmp_path: Path) -> None:
     # Given joe logged in
     add_user(flow, tmp_path)
@@ -91,6 +107,10 @@ def test_token_is_stored_hashed(flow: Flow, database: Database, tmp_path: Path) 
     # Then the token appears nowhere, only its SHA-256
     assert not any(token in value for row in rows for value in row)
     assert hashes == [hashlib.sha256(token.encode()).hexdigest()]
+    # and a dump of the database shows neither
+    dump = flow("db", "json").output
+    assert token not in dump
+    assert hashes[0] not in dump
 
 
 def test_wrong_password_and_unknown_user_get_the_same_answer(flow: Flow, tmp_path: Path) -> None:
@@ -216,9 +236,11 @@ def test_disabling_a_user_ends_their_logins(
     assert "disabled" in flow.fails(
         "login", "-n", "joe", "--password-file", password_file(tmp_path, PASSWORD)
     )
-    # until enabled again
+    # until enabled again, when he logs in afresh: the old login stays ended
     flow("user", "enable", "-n", "joe")
     log_in(flow, tmp_path)
+    monkeypatch.setenv("PYFI_TOKEN", token)
+    assert flow.fails("whoami").startswith(EXPIRED)
 
 
 def test_whoami_without_login_names_the_connection(flow: Flow, database: Database) -> None:

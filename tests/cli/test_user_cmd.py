@@ -99,3 +99,21 @@ def test_disable_yourself_is_refused(flow: Flow, tmp_path: Path) -> None:
     add_user(flow, tmp_path)
     log_in(flow, tmp_path)
     assert "cannot disable yourself" in flow.fails("user", "disable", "-n", "joe")
+
+
+@pytest.mark.parametrize(
+    "change", [("--disabled",), ("--password-file", "NEW")], ids=["disabled", "password"]
+)
+def test_flow_update_user_ends_logins_too(
+    flow: Flow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: tuple[str, ...]
+) -> None:
+    # Given joe's login, held by a script
+    add_user(flow, tmp_path)
+    token = log_in(flow, tmp_path, "--print-token").stdout.strip()
+    # When joe is disabled, or given a new password, through `flow update user` (and enabled again)
+    new_file = password_file(tmp_path, NEW_PASSWORD)
+    flow("update", "user", "-n", "joe", *(new_file if arg == "NEW" else arg for arg in change))
+    flow("update", "user", "-n", "joe", "--enabled")
+    # Then the old login stays ended
+    monkeypatch.setenv("PYFI_TOKEN", token)
+    assert "expired or was revoked" in flow.fails("whoami")
