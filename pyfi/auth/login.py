@@ -20,6 +20,7 @@ from pyfi.auth import throttle, tokens
 from pyfi.db import models
 from pyfi.db.types import utcnow
 from pyfi.errors import LoginFailed
+from pyfi.objects.validate import NAME_PATTERN
 from pyfi.passwords import hash_password, is_usable, verify_password
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ def authenticate(
         The password is right but the user is disabled.
     """
     now = now or utcnow()
+    if not NAME_PATTERN.fullmatch(name):
+        return None  # no user can have it: nothing to guess, nothing to count
     throttle.check_not_locked(session, name, now)
     user = session.scalars(select(models.User).where(models.User.name == name)).one_or_none()
     stored = user.password_hash if user is not None else ""

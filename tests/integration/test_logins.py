@@ -91,3 +91,9 @@ def test_a_locked_out_name_is_not_even_checked(database: Database, joe: models.U
             assert authenticate(session, "joe", "wrong password", now) is None
     with database.transaction() as session, pytest.raises(LoginFailed, match="too many"):
         authenticate(session, "joe", PASSWORD, now)
+
+
+@pytest.mark.parametrize("name", ["x" * 500, "no spaces", ""])
+def test_a_name_no_user_can_have_is_refused_like_any_other(database: Database, name: str) -> None:
+    with pytest.raises(LoginFailed, match="wrong name or password"):
+        log_in(database, name, PASSWORD, hours=1)
