@@ -142,8 +142,11 @@ def revoke_all(
     return int(getattr(done, "rowcount", 0))
 
 
-def last_login(session: Session, user_id: uuid.UUID) -> datetime | None:
-    """When the user last logged in, if ever."""
-    return session.scalar(
-        select(func.max(models.LoginSession.created)).where(models.LoginSession.user_id == user_id)
+def last_logins(session: Session) -> dict[uuid.UUID, datetime]:
+    """When each user who ever logged in last did so, by user id."""
+    rows = session.execute(
+        select(models.LoginSession.user_id, func.max(models.LoginSession.created)).group_by(
+            models.LoginSession.user_id
+        )
     )
+    return {user_id: created for user_id, created in rows}

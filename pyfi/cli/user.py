@@ -104,11 +104,16 @@ def enable(flow: CliContext, name: str) -> None:
 def list_users(flow: CliContext, as_json: bool) -> None:
     """List users: e-mail, enabled, roles, last login."""
     from sqlalchemy import select
+    from sqlalchemy.orm import selectinload
 
-    from pyfi.auth.tokens import last_login
+    from pyfi.auth.tokens import last_logins
     from pyfi.db import models
 
     with flow.transaction() as session:
+        logins = last_logins(session)
+        users = session.scalars(
+            select(models.User).options(selectinload(models.User.roles)).order_by(models.User.name)
+        )
         rows = [
             {
                 "name": user.name,
@@ -116,10 +121,10 @@ def list_users(flow: CliContext, as_json: bool) -> None:
                 "email": user.email,
                 "enabled": user.enabled,
                 "roles": [role.name for role in user.roles],
-                "last_login": last_login(session, user.id),
+                "last_login": logins.get(user.id),
                 "owner": user.owner,
             }
-            for user in session.scalars(select(models.User).order_by(models.User.name))
+            for user in users
         ]
     if as_json:
         print_json(rows)
