@@ -35,6 +35,14 @@ ENV_ALLOWED_REPOS = "PYFI_ALLOWED_REPOS"
 # A user's password for `flow add | update user`, which never takes it as an argument.
 ENV_PASSWORD = "PYFI_PASSWORD"
 ENV_ALLOWED_INDEXES = "PYFI_ALLOWED_INDEXES"
+# A login token for scripts and CI; it takes the place of the one `flow login` stored.
+ENV_TOKEN = "PYFI_TOKEN"
+# Hours a login lasts before `flow login` is needed again.
+ENV_SESSION_HOURS = "PYFI_SESSION_HOURS"
+# The first administrator `flow db init` creates on PostgreSQL, for scripts.
+ENV_ADMIN_NAME = "PYFI_ADMIN_NAME"
+ENV_ADMIN_PASSWORD = "PYFI_ADMIN_PASSWORD"
+ENV_ADMIN_EMAIL = "PYFI_ADMIN_EMAIL"
 # Set by an agent for the workers it starts: they drain and exit if it dies.
 ENV_AGENT_PID = "PYFI_AGENT_PID"
 # Set by an agent for each worker it starts: the file the worker creates once
@@ -44,6 +52,10 @@ ENV_READY_FILE = "PYFI_READY_FILE"
 APP_NAME = "pyfi"
 # The package index processors' requirements come from unless allowed_indexes says otherwise.
 DEFAULT_INDEXES: tuple[str, ...] = ("https://pypi.org/simple",)
+# How long a login lasts unless PYFI_SESSION_HOURS or [login] session_hours says otherwise;
+# longer than a month is refused: a stolen token should not outlive a password change by much.
+DEFAULT_SESSION_HOURS = 12.0
+MAX_SESSION_HOURS = 24.0 * 30
 
 # Where each URI lives in the ini file: (section, option).
 INI_KEYS: Mapping[str, tuple[str, str]] = {
@@ -109,6 +121,8 @@ class Settings:
     allowed_indexes: tuple[str, ...] = DEFAULT_INDEXES
     # What a worker accepts from the broker ([wire] in the ini, PYFI_WIRE_*).
     wire: WireLimits = DEFAULT_LIMITS
+    # How long a `flow login` lasts ([login] session_hours in the ini, PYFI_SESSION_HOURS).
+    session_hours: float = DEFAULT_SESSION_HOURS
     # Where each value came from ("option", "env", "ini" or "default"), for
     # `flow config show` and for error messages that point at the culprit.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -133,6 +147,7 @@ class Settings:
             "debug": str(self.debug).lower(),
             "allowed_repos": ", ".join(self.allowed_repos),
             "allowed_indexes": ", ".join(mask_url(index) for index in self.allowed_indexes),
+            "session_hours": f"{self.session_hours:g}",
         }
 
 
@@ -201,6 +216,9 @@ def load_settings(
     indexes = tuple(p for p in re.split(r"[\s,]+", indexes_text or "") if p) or DEFAULT_INDEXES
     wire_ini = _ini_section(ini_path, INI_SECTION)
     wire = limits_from(lambda name: environ.get(ENV_PREFIX + name.upper()) or wire_ini.get(name))
+    session_hours = _session_hours(
+        environ.get(ENV_SESSION_HOURS) or _ini_option(ini_path, "login", "session_hours")
+    )
     debug_env = environ.get(ENV_DEBUG, "").lower() in ("1", "true", "yes", "on")
     debug = bool(options.get("debug")) or debug_env
 
@@ -218,8 +236,25 @@ def load_settings(
         allowed_repos=allowed,
         allowed_indexes=indexes,
         wire=wire,
+        session_hours=session_hours,
         sources=sources,
     )
+
+
+def _session_hours(text: str | None) -> float:
+    """The hours a login lasts, from PYFI_SESSION_HOURS or the ini's [login] session_hours."""
+    if not text:
+        return DEFAULT_SESSION_HOURS
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = -1.0
+    if not 0 < hours <= MAX_SESSION_HOURS:
+        raise ConfigurationError(
+            f"the session hours {text!r} ({ENV_SESSION_HOURS} or [login] session_hours) "
+            f"must be a number above 0 and at most {MAX_SESSION_HOURS:g}"
+        )
+    return hours
 
 
 def _describe_source(key: str, source: str, ini_path: Path) -> str:

@@ -18,6 +18,7 @@ to exit code 1; nothing below ``pyfi.cli`` knows about exit codes.
     │   ├── DatabaseNotInitialised      tables are missing: run `flow db init`
     │   ├── AdaptorNotFound             `flow listen -a`: no such module.function
     │   ├── NotLoggedIn                 no valid login: run `flow login`
+    │   ├── LoginFailed                 wrong name or password, or too many failures
     │   ├── Forbidden                   the acting user lacks the right an action needs
     │   ├── RepoNotAllowed              a processor's git repository is not in allowed_repos
     │   └── CodeNotAllowed              a module, task or requirement pyfi will not run
@@ -193,6 +194,10 @@ class AdaptorFailed(FlowError):
 
 class NotLoggedIn(UserError):
     """You are not logged in, or your login expired; run `flow login`."""
+
+
+class LoginFailed(UserError):
+    """The login was refused: wrong name or password, or too many failures."""
 
 
 class Forbidden(UserError):

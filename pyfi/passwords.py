@@ -19,6 +19,11 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
+def is_usable(password_hash: str) -> bool:
+    """False for a stored value no password can match (a user without a password)."""
+    return password_hash.startswith("$argon2")
+
+
 def verify_password(password_hash: str, password: str) -> bool:
     """True if ``password`` matches ``password_hash``."""
     try:

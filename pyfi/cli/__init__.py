@@ -37,6 +37,12 @@ COMMANDS: dict[str, LazyCommand] = {
         "listen",
         "Print the live events of a processor as they happen (Ctrl-C to stop).",
     ),
+    "login": ("pyfi.cli.login", "login", "Log in to the configured database as a pyfi user."),
+    "logout": (
+        "pyfi.cli.login",
+        "logout",
+        "End your login on the configured database and forget its token.",
+    ),
     "ls": ("pyfi.cli.listing", "ls_group", "List database objects and their relations."),
     "proc": ("pyfi.cli.proc", "proc_group", "Run or manage processors."),
     "task": ("pyfi.cli.task", "task_group", "Run tasks (calls of socket functions)."),
@@ -46,10 +52,15 @@ COMMANDS: dict[str, LazyCommand] = {
         "validate",
         "Check the network: cycles, arguments a function does not take, joins never fed.",
     ),
+    "user": (
+        "pyfi.cli.user",
+        "user_group",
+        "User commands: add, passwd, disable, enable, ls, roles.",
+    ),
     "whoami": (
         "pyfi.cli.whoami",
         "whoami",
-        "Print the current database user (the owner of rows you create).",
+        "Print the pyfi user you act as, how you were identified, your roles and rights.",
     ),
     "worker": ("pyfi.cli.worker", "worker_group", "Run pyfi workers."),
 }

@@ -42,6 +42,7 @@ class CliContext:
         self.options = dict(options)
         self.environ = environ
         self._database: Any = None
+        self._use_login = True
 
     @property
     def debug(self) -> bool:
@@ -57,12 +58,34 @@ class CliContext:
 
     @property
     def database(self) -> Any:
-        """The meta-model database (a :class:`pyfi.db.session.Database`)."""
+        """The meta-model database (a :class:`pyfi.db.session.Database`).
+
+        With a login token (``flow login``, or ``PYFI_TOKEN``), its transactions
+        act as the token's user: see :mod:`pyfi.auth.identify`.
+        """
         if self._database is None:
             from pyfi.db.session import Database
 
-            self._database = Database(self.settings.database_url)
+            database = Database(self.settings.database_url)
+            if self._use_login:
+                from pyfi.auth.identify import use_token
+                from pyfi.auth.token_store import find_token
+
+                found = find_token(self.settings.database_url, self.environ)
+                if found is not None:
+                    use_token(database, found)
+            self._database = database
         return self._database
+
+    def without_login(self) -> None:
+        """Act as the connection itself, ignoring any stored login.
+
+        For the commands that must work whatever an old token says: logging
+        in and out, and initialising a new database.
+        """
+        if self._database is not None:
+            raise RuntimeError("without_login() must come before the database is used")
+        self._use_login = False
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

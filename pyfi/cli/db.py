@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import IO
+
 import click
 from sqlalchemy import select
 
+from pyfi.cli.bootstrap import (
+    administrator_options,
+    administrator_to_create,
+    create_first_administrator,
+)
 from pyfi.cli.context import CliContext, FlowGroup, pass_flow
 from pyfi.cli.render import note, print_json
 from pyfi.config import mask_url
@@ -20,11 +27,18 @@ def db_group() -> None:
 
 
 @db_group.command("init")
+@administrator_options
 @pass_flow
-def init(flow: CliContext) -> None:
-    """Create every table (by running the migrations to the newest revision)."""
+def init(
+    flow: CliContext,
+    admin_name: str | None,
+    admin_email: str | None,
+    admin_password_file: IO[str] | None,
+) -> None:
+    """Create every table and the first administrator (see docs/security.md)."""
     from pyfi.db import schema
 
+    flow.without_login()  # a login kept for an earlier database of this URL means nothing now
     database = flow.database
     where = mask_url(database.url)
     current = schema.current_revision(database)
@@ -45,9 +59,12 @@ def init(flow: CliContext) -> None:
             f"the database {where} has pyfi tables but no migration history; "
             "recreate it with `flow db rebuild`"
         )
+    # Asked for (and checked) before anything is created.
+    admin = administrator_to_create(flow, admin_name, admin_email, admin_password_file)
     schema.upgrade(database)
     count = len(schema.pyfi_tables(database)) - 1  # minus the alembic version table
     click.echo(f"Initialised the database {where}: {count} tables at revision {head}.")
+    create_first_administrator(flow, admin)
 
 
 @db_group.command("migrate")
@@ -108,17 +125,27 @@ def drop(flow: CliContext, yes: bool) -> None:
 
 @db_group.command("rebuild")
 @yes_option
+@administrator_options
 @pass_flow
-def rebuild(flow: CliContext, yes: bool) -> None:
-    """Drop all pyfi tables and create them again, empty."""
+def rebuild(
+    flow: CliContext,
+    yes: bool,
+    admin_name: str | None,
+    admin_email: str | None,
+    admin_password_file: IO[str] | None,
+) -> None:
+    """Drop all pyfi tables and create them again, with a first administrator."""
     from pyfi.db import schema
 
+    flow.without_login()  # every login goes with the tables: act as the connection
     _confirm_destruction(flow, yes, "Drop and recreate")
     if schema.pyfi_tables(flow.database):  # after the drop there is no one to ask
         schema.require_of_database(flow.database, Right.DB_INIT, "rebuild the database")
+    admin = administrator_to_create(flow, admin_name, admin_email, admin_password_file)
     schema.drop_all(flow.database)
     _before, head = schema.upgrade(flow.database)
     click.echo(f"Rebuilt the database {mask_url(flow.database.url)} at revision {head}.")
+    create_first_administrator(flow, admin)
 
 
 @db_group.command("json")

@@ -32,8 +32,13 @@ def _refuse_value(_ctx: click.Context, _param: click.Parameter, value: str | Non
     return value
 
 
-def password_options() -> list[click.Parameter]:
-    """``-p/--password`` (ask) and ``--password-file``, for commands that set a password."""
+def password_options(*, twice: bool = True) -> list[click.Parameter]:
+    """``-p/--password`` (ask) and ``--password-file``, for commands that take a password.
+
+    ``twice``: a new password is asked for twice (a typo would lock its
+    owner out); a password being checked (``flow login``) only once.
+    """
+    asked = "hidden, twice" if twice else "hidden"
     return [
         click.Option(
             ["-p", "--password", "password"],
@@ -42,7 +47,7 @@ def password_options() -> list[click.Parameter]:
             default=None,
             metavar="",
             callback=_refuse_value,
-            help=f"Ask for the password (hidden, twice); {ENV_PASSWORD} supplies it instead.",
+            help=f"Ask for the password ({asked}); {ENV_PASSWORD} supplies it instead.",
         ),
         click.Option(
             ["--password-file", "password_file"],
@@ -53,7 +58,9 @@ def password_options() -> list[click.Parameter]:
     ]
 
 
-def take_password(values: dict[str, Any], environ: Mapping[str, str], *, required: bool) -> None:
+def take_password(
+    values: dict[str, Any], environ: Mapping[str, str], *, required: bool, twice: bool = True
+) -> None:
     """Replace the password options in ``values`` by the password, if one is to be set.
 
     The password comes from ``--password-file``, else :data:`ENV_PASSWORD`,
@@ -65,18 +72,19 @@ def take_password(values: dict[str, Any], environ: Mapping[str, str], *, require
     if handle is not None:
         if ask:
             raise click.UsageError("give -p or --password-file, not both")
-        values["password"] = _first_line(handle)
+        values["password"] = read_first_line(handle)
     elif ask or required:
         values["password"] = environ.get(ENV_PASSWORD) or click.prompt(
-            "Password", hide_input=True, confirmation_prompt=True
+            "Password", hide_input=True, confirmation_prompt=twice
         )
 
 
-def _first_line(handle: IO[str]) -> str:
+def read_first_line(handle: IO[str], option: str = "--password-file") -> str:
+    """The password on the first line of a file given to ``option``."""
     lines = handle.read().splitlines()
     if not lines or not lines[0]:
         name = getattr(handle, "name", "the password file")
         raise click.BadParameter(
-            f"{name} holds no password on its first line", param_hint="'--password-file'"
+            f"{name} holds no password on its first line", param_hint=f"'{option}'"
         )
     return lines[0]

@@ -164,6 +164,8 @@ def _start(
             "name the processor to serve with --processor (or hand over its spec with --spec)"
         )
 
+    # A worker is a service: it never acts as (or stops on the expiry of) a person's login.
+    flow.without_login()
     configure_logging(flow)
     if spec_file is None:
         _start_as_service(flow, processor_name or "")

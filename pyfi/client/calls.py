@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyfi.auth.actor import ActorKind
 from pyfi.auth.guard import Target, require
@@ -28,6 +28,9 @@ from pyfi.resources import Closeable
 from pyfi.wiring import load_route
 from pyfi.workflow.engine import NO_INPUT, FlowDriver
 
+if TYPE_CHECKING:
+    from pyfi.auth.token_store import FoundToken
+
 # How long Client.call waits for a result before it checks what the broker
 # sent back (a returned call; with confirm, the confirm): a call that cannot
 # get through fails fast instead of at its timeout.
@@ -41,8 +44,16 @@ MIN_FETCH = 64
 class Client(Closeable):
     """A connection to a pyfi network: database (for routes), broker and backend."""
 
-    def __init__(self, settings: Settings, database: Database | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database | None = None,
+        *,
+        login: FoundToken | None = None,
+    ) -> None:
+        """``login``: a token whose user the client's own database acts as (``flow login``)."""
         self.settings = settings
+        self._login = login
         self._database = database
         self._owns_database = database is None
         self._routes: dict[str, SocketRoute] = {}
@@ -52,7 +63,12 @@ class Client(Closeable):
     @property
     def database(self) -> Database:
         if self._database is None:
-            self._database = Database(self.settings.database_url)
+            database = Database(self.settings.database_url)
+            if self._login is not None:
+                from pyfi.auth.identify import use_token
+
+                use_token(database, self._login)
+            self._database = database
         return self._database
 
     @property

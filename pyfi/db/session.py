@@ -11,7 +11,7 @@ from __future__ import annotations
 import getpass
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._user: str | None = None
         self._actor: Actor | None = None
+        self._resolve_actor: Callable[[Database], Actor] | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -69,13 +70,27 @@ class Database:
             service = process_actor()
             if service is not None:
                 return service
-            with self.connect() as conn:
-                self._actor = connection_actor(conn)
+            if self._resolve_actor is not None:
+                self._actor = self._resolve_actor(self)
+            else:
+                with self.connect() as conn:
+                    self._actor = connection_actor(conn)
         return self._actor
 
     def act_as(self, actor: Actor) -> None:
         """Make later transactions act as ``actor`` (a login, or a service)."""
         self._actor = actor
+
+    def act_as_resolved(self, resolve: Callable[[Database], Actor]) -> None:
+        """Make later transactions act as whom ``resolve`` names, asked on first need.
+
+        For a login token: the lookup costs a query, and commands that never
+        open a transaction (or that log in afresh) should not pay for it or
+        fail on a stale token. ``resolve`` may raise (an expired login); it is
+        then asked again by the next transaction.
+        """
+        self._actor = None
+        self._resolve_actor = resolve
 
     @contextmanager
     def connect(self) -> Iterator[Any]:

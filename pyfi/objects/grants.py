@@ -117,6 +117,14 @@ def set_roles(
     for name in add:
         role = get_by_name(session, models.Role, name)
         if role not in user.roles:
+            # A role hands out its rights: nobody gives more than they hold.
+            for privilege in role.privileges:
+                require(
+                    session,
+                    privilege.name,
+                    f"give the role {role.name} (it grants {privilege.name.value})",
+                    Target("user", user.name),
+                )
             user.roles.append(role)
     for name in remove:
         role = get_by_name(session, models.Role, name)

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from pyfi.auth.tokens import revoke_all
 from pyfi.db import models
 from pyfi.db.enums import PlugType, QueueType, RequestedStatus, Strategy
 from pyfi.errors import InvalidValue
@@ -75,8 +76,16 @@ def _argument(session: Session, obj: models.Plug, name: str) -> None:
     obj.argument = argument_for(session, obj.target.task, name) if name else None
 
 
-def _password(_session: Session, obj: models.User, password: str) -> None:
+def _password(session: Session, obj: models.User, password: str) -> None:
     obj.password_hash = hash_password(password)
+    if obj.id is not None:  # the logins the old password opened end with it
+        revoke_all(session, obj.id)
+
+
+def _enabled(session: Session, obj: models.User, enabled: bool) -> None:
+    obj.enabled = enabled
+    if not enabled and obj.id is not None:  # a disabled user's logins end at once
+        revoke_all(session, obj.id)
 
 
 def _cron(_session: Session, obj: models.Socket, expression: str) -> None:
@@ -145,7 +154,7 @@ KINDS: Mapping[str, Kind] = {
             "users",
             models.User,
             required=("name", "email", "password"),
-            resolvers={"password": _password},
+            resolvers={"password": _password, "enabled": _enabled},
         ),
         Kind("role", "roles", models.Role),
         Kind("scheduler", "schedulers", models.Scheduler, enums={"strategy": Strategy}),

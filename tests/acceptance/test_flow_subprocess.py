@@ -61,7 +61,8 @@ def test_flow_on_postgres(postgres_url: str) -> None:
     # Then the processor and its sockets show
     assert "pyfi.processors.sample.do_something" in output
     whoami = run_flow("whoami", env={"PYFI_DB": postgres_url})
-    assert whoami.stdout.strip() == "postgres"
+    assert whoami.stdout.splitlines()[0] == "user: postgres"
+    assert "database login: postgres" in whoami.stdout
 
 
 def test_flow_unreachable_database_is_one_line_exit_1() -> None:

@@ -20,6 +20,7 @@ from pyfi.db.models.auth import (
     user_roles,
 )
 from pyfi.db.models.flow import Argument, Plug, Processor, Queue, Socket, Task
+from pyfi.db.models.login import LoginFailure, LoginSession
 from pyfi.db.models.runtime import Call, Event, Log
 from pyfi.db.models.topology import Agent, Deployment, Network, Node, Scheduler, Worker
 
@@ -41,6 +42,8 @@ __all__ = [
     "Deployment",
     "Event",
     "Log",
+    "LoginFailure",
+    "LoginSession",
     "Network",
     "Node",
     "Plug",
