@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from pyfi.db.base import Audited, Base, Identified, unique_name
 from pyfi.db.models.auth import Privilege, Role, User, role_privileges, user_privileges, user_roles
 from pyfi.db.models.flow import Argument, Plug, Processor, Queue, Socket, Task
-from pyfi.db.models.runtime import Call, Event, Log
+from pyfi.db.models.runtime import Call, Event, Log, ScheduleFire
 from pyfi.db.models.topology import Agent, Deployment, Network, Node, Scheduler, Worker
 
 
@@ -40,6 +40,7 @@ __all__ = [
     "Processor",
     "Queue",
     "Role",
+    "ScheduleFire",
     "Scheduler",
     "Setting",
     "Socket",
