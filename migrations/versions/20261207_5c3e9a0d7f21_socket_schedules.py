@@ -64,7 +64,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("socket_id", sa.Uuid(), nullable=False),
         sa.Column("instant", pyfi.db.types.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("fired", pyfi.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("fired", pyfi.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("agent", sa.String(length=120), nullable=True),
         sa.ForeignKeyConstraint(
             ["socket_id"],

@@ -1,25 +1,27 @@
 """One scheduled instant: its id, whether it is due, and its claim-and-publish.
 
-The claim is a ``schedule_fires`` row, unique per (socket, instant), inserted
-in the transaction that publishes the call and committed after the broker
-took it. Two schedulers racing for one instant (a leader change, a
-partitioned old leader) both try the insert: PostgreSQL makes the second
-wait for the first's commit and then refuses it, SQLite serialises them, so
-the instant is published once. A publish that fails rolls the claim back and
-the instant stays due. Only a crash between the broker's confirm and the
-commit can send a call twice; the second carries the same call id.
+The claim is a ``schedule_fires`` row, unique per (socket, instant),
+committed *before* the call is published: two schedulers racing for one
+instant (a leader change, a partitioned old leader) both try the insert;
+PostgreSQL makes the second wait for the first's commit and then refuses
+it, SQLite serialises them; only the one whose claim committed publishes.
+Fires are therefore at most once. A publish that fails releases the claim,
+so the instant is due again; a scheduler that dies between its claim and
+its publish loses that one instant (its row keeps ``fired`` empty), which a
+duplicate call would have cost more: workers do not deduplicate calls.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 
 from pyfi.db import models
@@ -28,6 +30,8 @@ from pyfi.db.session import Database
 from pyfi.db.types import utcnow
 from pyfi.message import derived_id
 from pyfi.scheduler.timing import Schedule
+
+log = logging.getLogger("pyfi.scheduler")
 
 # Fires are kept this long (the newest of each socket always): long enough
 # for `flow scheduler ls` and for any late racer's claim to meet its row.
@@ -81,25 +85,21 @@ def fire_id(socket_id: uuid.UUID, instant: datetime) -> str:
 def claim_and_publish(
     database: Database, planned: Planned, instant: datetime, publish: Publish, agent: str
 ) -> bool:
-    """Claim ``instant`` of the socket and publish its call; False if already claimed.
+    """Claim ``instant`` of the socket, then publish its call; False if already claimed.
 
-    Raises whatever the publish raises (the claim is then rolled back).
+    Raises whatever the publish raises (the claim is then released).
     """
     call_id = fire_id(planned.socket_id, instant)
+    fire = uuid.UUID(call_id)
     args, kwargs = planned.arguments()
     try:
         with database.transaction() as session:
-            fire = models.ScheduleFire(
-                id=uuid.UUID(call_id),
-                socket_id=planned.socket_id,
-                instant=instant,
-                fired=utcnow(),
-                agent=agent,
+            session.add(
+                models.ScheduleFire(
+                    id=fire, socket_id=planned.socket_id, instant=instant, agent=agent
+                )
             )
-            session.add(fire)
             session.flush()  # the claim: refused here if another scheduler holds it
-            publish(planned.name, args, kwargs, call_id)
-            fire.fired = utcnow()
             session.execute(
                 delete(models.ScheduleFire).where(
                     models.ScheduleFire.socket_id == planned.socket_id,
@@ -108,4 +108,27 @@ def claim_and_publish(
             )
     except IntegrityError:
         return False
+    try:
+        publish(planned.name, args, kwargs, call_id)
+    except Exception:
+        _release(database, fire)
+        raise
+    try:
+        with database.transaction() as session:
+            session.execute(
+                update(models.ScheduleFire)
+                .where(models.ScheduleFire.id == fire)
+                .values(fired=utcnow())
+            )
+    except Exception as exc:  # the call went out; only its publish time is not recorded
+        log.warning("fired %s for %s but could not record when: %s", planned.name, instant, exc)
     return True
+
+
+def _release(database: Database, fire: uuid.UUID) -> None:
+    """Give an unpublished claim back, so that the instant is due again."""
+    try:
+        with database.transaction() as session:
+            session.execute(delete(models.ScheduleFire).where(models.ScheduleFire.id == fire))
+    except Exception as exc:  # the database is away too: the instant stays claimed, unfired
+        log.warning("could not release the claim of fire %s: %s", fire, exc)

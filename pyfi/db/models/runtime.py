@@ -113,15 +113,14 @@ class Log(Identified, Base):
 
 
 class ScheduleFire(Base):
-    """One scheduled instant of a socket, claimed and fired once.
+    """One scheduled instant of a socket, claimed and fired at most once.
 
     The id is derived from the socket and the instant (see
     :func:`pyfi.scheduler.fires.fire_id`) and is the id of the call it
-    published. The unique (socket, instant) pair is the claim: a second
-    scheduler racing for the same instant (after a leader change, or a
-    crash) fails to insert it and publishes nothing. The row is written in
-    the transaction that publishes the call, so a failed publish leaves the
-    instant unclaimed.
+    published. The unique (socket, instant) pair is the claim, committed
+    before the call is published: a second scheduler racing for the same
+    instant (after a leader change, or a crash) fails to insert it and
+    publishes nothing.
     """
 
     __tablename__ = "schedule_fires"
@@ -132,6 +131,7 @@ class ScheduleFire(Base):
         ForeignKey("sockets.id", ondelete="CASCADE"), nullable=False
     )
     instant: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
-    # When the call was handed to the broker (its lateness is fired - instant).
-    fired: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # When the broker took the call (its lateness is fired - instant); NULL
+    # while it is being published, or if its scheduler died meanwhile.
+    fired: Mapped[datetime | None] = mapped_column(UTCDateTime)
     agent: Mapped[str | None] = mapped_column(String(120))
