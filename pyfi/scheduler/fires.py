@@ -100,12 +100,6 @@ def claim_and_publish(
                 )
             )
             session.flush()  # the claim: refused here if another scheduler holds it
-            session.execute(
-                delete(models.ScheduleFire).where(
-                    models.ScheduleFire.socket_id == planned.socket_id,
-                    models.ScheduleFire.instant < instant - KEEP_FIRES,
-                )
-            )
     except IntegrityError:
         return False
     try:
@@ -119,6 +113,13 @@ def claim_and_publish(
                 update(models.ScheduleFire)
                 .where(models.ScheduleFire.id == fire)
                 .values(fired=utcnow())
+            )
+            # Pruned here, after the publish, to keep the claim one statement.
+            session.execute(
+                delete(models.ScheduleFire).where(
+                    models.ScheduleFire.socket_id == planned.socket_id,
+                    models.ScheduleFire.instant < instant - KEEP_FIRES,
+                )
             )
     except Exception as exc:  # the call went out; only its publish time is not recorded
         log.warning("fired %s for %s but could not record when: %s", planned.name, instant, exc)

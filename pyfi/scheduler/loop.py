@@ -1,9 +1,11 @@
 """The scheduler's loop: while leading, fire what is due, then sleep until the next instant.
 
 Each round reads the scheduled sockets afresh (one query), so a socket added,
-changed, paused or resumed is seen within :data:`RELOAD_S`; between rounds
-the loop sleeps until the earliest next instant (or the reload), not on a
-fixed tick, which keeps the fire's lateness to the time of one transaction.
+changed, paused or resumed is seen within :data:`RELOAD_S`. Between rounds
+the loop sleeps until just before the earliest next instant (or the reload),
+not on a fixed tick; the round then reads the sockets ahead of the instant
+(:data:`PREPARE_S`) and fires on the instant itself, so a fire's lateness is
+its claim and its publish, not the read.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ log = logging.getLogger("pyfi.scheduler")
 
 # The longest a leader sleeps before it reads the sockets again.
 RELOAD_S = 1.0
+# How long before an instant a round reads the sockets, then waits to fire.
+PREPARE_S = 0.2
 # How often a follower asks for the lead.
 ELECT_S = 0.5
 # How long the loop waits after a failed round (the database or broker away).
@@ -103,13 +107,22 @@ class Scheduler:
         self.agent = agent
         self.clock = clock
 
-    def round(self) -> datetime | None:
+    def round(self, stop: threading.Event | None = None) -> datetime | None:
         """Fire whatever is due now; returns the earliest next instant (None: no schedule).
 
-        Stops early, firing nothing more, if the lead is lost meanwhile.
+        With ``stop`` (the loop's), an instant due within :data:`PREPARE_S`
+        is waited for and fired on time. Stops early, firing nothing more, if
+        the lead is lost meanwhile.
         """
         planned = load_planned(self.database)
         now = self.clock()
+        if stop is not None and planned:
+            soonest = min(socket.schedule.next_after(now) for socket in planned)
+            ahead = (soonest - now).total_seconds()
+            if ahead <= PREPARE_S:
+                if stop.wait(ahead):
+                    return None
+                now = self.clock()
         for socket in planned:
             for instant in socket.due(now):
                 if not self.leadership.hold():
@@ -125,12 +138,13 @@ class Scheduler:
                 stop.wait(ELECT_S)
                 continue
             try:
-                upcoming = self.round()
+                upcoming = self.round(stop)
             except Exception as exc:  # the database or broker is away: try again soon
                 log.warning("scheduler round failed: %s", first_line(exc))
                 stop.wait(RETRY_S)
                 continue
             delay = RELOAD_S
             if upcoming is not None:
-                delay = min(RELOAD_S, max(0.0, (upcoming - self.clock()).total_seconds()))
+                ahead = (upcoming - self.clock()).total_seconds()
+                delay = min(RELOAD_S, max(0.0, ahead - PREPARE_S))
             stop.wait(delay)
