@@ -5,7 +5,11 @@ PostgreSQL
     on a connection of its own. The lock lives exactly as long as that
     connection: when it drops (a crash, a network cut), PostgreSQL ends the
     session and the next scheduler to ask takes the lock. A leader checks its
-    connection before each round of fires and steps down when it is gone.
+    connection before each fire and steps down when it is gone. A path that
+    dies silently is bounded on both ends: the server ends the session when
+    the leader has been silent for :data:`SILENT_SESSION_S` (the leader
+    speaks at least every second), and the leader's own check gives up after
+    :data:`UNACKED_S` of unacknowledged data.
     The key is derived from the database's schema, so two installations in
     one database (or two test schemas) elect apart. The leader's connection
     carries ``application_name = pyfi-scheduler:<agent>``, which is how
@@ -29,6 +33,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from pyfi.db.direct import CONNECT_TIMEOUT_S
@@ -38,6 +43,10 @@ from pyfi.errors import first_line
 log = logging.getLogger("pyfi.scheduler")
 
 APPLICATION_PREFIX = "pyfi-scheduler:"
+# PostgreSQL ends a leader's session silent for this long (idle_session_timeout).
+SILENT_SESSION_S = 5
+# The leader's connection fails when data sent goes unacknowledged this long.
+UNACKED_S = 10
 
 
 class Leadership(Protocol):
@@ -81,6 +90,7 @@ class AdvisoryLeadership:
                 "keepalives_idle": 5,
                 "keepalives_interval": 2,
                 "keepalives_count": 3,
+                "tcp_user_timeout": UNACKED_S * 1000,
             },
         )
         self._connection: Connection | None = None
@@ -90,6 +100,10 @@ class AdvisoryLeadership:
         try:
             if self._connection is None:
                 self._connection = self._engine.connect()
+                with contextlib.suppress(DBAPIError):  # before PostgreSQL 14: keepalives only
+                    self._connection.execute(
+                        text(f"SET idle_session_timeout = '{SILENT_SESSION_S}s'")
+                    )
             if self._leading:
                 self._connection.execute(text("SELECT 1"))  # still ours if still connected
                 return True
