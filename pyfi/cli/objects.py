@@ -149,7 +149,11 @@ FIELDS: Mapping[str, Sequence[Field]] = {
             {"callback": _read_requirements},
         ),
         Field(("-mp", "--modulepath"), "modulepath", "Path of the module inside the repository."),
-        Field(("-b", "--beat/--no-beat"), "beat", "Run the socket schedules of this processor."),
+        Field(
+            ("-b", "--beat/--no-beat"),
+            "beat",
+            "Stored for the reference's shape; schedules fire without it.",
+        ),
         Field(
             ("-rs", "--requested-status"),
             "requested_status",
