@@ -28,6 +28,7 @@ from pyfi.db import models
 from pyfi.db.enums import Misfire
 from pyfi.db.session import Database
 from pyfi.db.types import utcnow
+from pyfi.errors import first_line
 from pyfi.message import derived_id
 from pyfi.scheduler.timing import Schedule
 
@@ -122,7 +123,9 @@ def claim_and_publish(
                 )
             )
     except Exception as exc:  # the call went out; only its publish time is not recorded
-        log.warning("fired %s for %s but could not record when: %s", planned.name, instant, exc)
+        log.warning(
+            "fired %s for %s but could not record when: %s", planned.name, instant, first_line(exc)
+        )
     return True
 
 
@@ -132,4 +135,4 @@ def _release(database: Database, fire: uuid.UUID) -> None:
         with database.transaction() as session:
             session.execute(delete(models.ScheduleFire).where(models.ScheduleFire.id == fire))
     except Exception as exc:  # the database is away too: the instant stays claimed, unfired
-        log.warning("could not release the claim of fire %s: %s", fire, exc)
+        log.warning("could not release the claim of fire %s: %s", fire, first_line(exc))
