@@ -48,6 +48,7 @@ from pyfi.db.enums import AgentStatus, DeploymentStatus, ProcessorStatus, Worker
 from pyfi.db.session import Database
 from pyfi.errors import DeployError, FlowError, UserError, first_line
 from pyfi.masking import mask_urls_in
+from pyfi.scheduler.service import SchedulerThread
 from pyfi.wiring import load_processor, spec_to_json
 
 log = logging.getLogger("pyfi.agent")
@@ -149,6 +150,8 @@ class Agent:
         )
         watcher = threading.Thread(target=self._watch, name="pyfi-watch", daemon=True)
         watcher.start()
+        scheduler = SchedulerThread(self.settings, self.options.name)
+        scheduler.start()  # fires periodic sockets while this agent leads
         try:
             while not self._stop.is_set():
                 retry_in = self._pass()
@@ -156,6 +159,7 @@ class Agent:
         finally:
             self._stop.set()  # the watcher too, whatever ended the loop
             watcher.join()
+            scheduler.stop()
             listener.close()
             server.shutdown()
             log.info("agent %s stopping: draining workers", self.options.name)

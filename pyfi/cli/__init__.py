@@ -45,6 +45,11 @@ COMMANDS: dict[str, LazyCommand] = {
     ),
     "ls": ("pyfi.cli.listing", "ls_group", "List database objects and their relations."),
     "proc": ("pyfi.cli.proc", "proc_group", "Run or manage processors."),
+    "scheduler": (
+        "pyfi.cli.scheduler",
+        "scheduler_group",
+        "Periodic sockets: list their schedules, pause and resume them.",
+    ),
     "task": ("pyfi.cli.task", "task_group", "Run tasks (calls of socket functions)."),
     "update": ("pyfi.cli.objects", "update_group", "Update a database object."),
     "validate": (

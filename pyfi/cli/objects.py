@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from pyfi import objects
 from pyfi.cli.context import FlowGroup, flow_context
 from pyfi.cli.password import password_options, take_password
-from pyfi.db.enums import PlugType, QueueType, RequestedStatus, Right, Strategy
+from pyfi.db.enums import Misfire, PlugType, QueueType, RequestedStatus, Right, Strategy
 from pyfi.masking import mask_urls_in
 
 
@@ -149,7 +149,11 @@ FIELDS: Mapping[str, Sequence[Field]] = {
             {"callback": _read_requirements},
         ),
         Field(("-mp", "--modulepath"), "modulepath", "Path of the module inside the repository."),
-        Field(("-b", "--beat/--no-beat"), "beat", "Run the socket schedules of this processor."),
+        Field(
+            ("-b", "--beat/--no-beat"),
+            "beat",
+            "Stored for the reference's shape; schedules fire without it.",
+        ),
         Field(
             ("-rs", "--requested-status"),
             "requested_status",
@@ -169,6 +173,25 @@ FIELDS: Mapping[str, Sequence[Field]] = {
         Field(("--wait/--no-wait",), "wait", "Fire only when every plug has delivered (a join)."),
         Field(("--interval",), "interval", "Call every N seconds.", {"type": int}),
         Field(("--cron",), "cron", "Call on a cron schedule, e.g. '*/5 * * * *'."),
+        Field(("--timezone",), "timezone", "Time zone of the cron schedule [default: UTC]."),
+        Field(
+            ("--input",),
+            "input",
+            "JSON a scheduled call passes: an array (positional) or object (keyword arguments).",
+        ),
+        Field(
+            ("--misfire",),
+            "misfire",
+            "Instants missed while no scheduler ran: skip (fire the latest only) or catch-up "
+            "[default: skip].",
+            {"type": _choice(Misfire)},
+        ),
+        Field(
+            ("--catch-up",),
+            "catch_up",
+            "With --misfire catch-up, the most missed instants fired [default: 10].",
+            {"type": int},
+        ),
         DESCRIPTION,
         ENABLED,
     ),

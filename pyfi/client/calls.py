@@ -111,8 +111,12 @@ class Client(Closeable):
         tracking_id: str | None = None,
         parent_id: str | None = None,
         idempotency_key: str | None = None,
+        call_id: str | None = None,
     ) -> Message:
         """Publish a call; returns once the broker has confirmed it.
+
+        ``call_id`` names the call (a new id by default); the scheduler passes
+        the id derived from a socket's scheduled instant.
 
         Raises
         ------
@@ -127,6 +131,7 @@ class Client(Closeable):
             tracking_id=tracking_id,
             parent_id=parent_id,
             idempotency_key=idempotency_key,
+            call_id=call_id,
         )
         self.broker.publish(message, self.route(socket))
         return message

@@ -148,9 +148,9 @@ def socket(
     interval, cron:
         The socket's schedule: every ``interval`` seconds, or a cron expression.
     beat:
-        Accepted for compatibility and ignored: sockets are scheduled by
-        ``interval`` or ``cron`` (a processor's own ``beat`` field says whether
-        its schedules run).
+        Accepted for compatibility and ignored: a socket with ``interval`` or
+        ``cron`` is fired by the agents' scheduler (see the README's
+        Schedules), whatever the processor's ``beat`` field says.
     """
     if beat is not None and not isinstance(beat, bool):
         raise InvalidValue(f"socket {name!r}: beat must be true or false, not {beat!r}")

@@ -32,6 +32,13 @@ class Strategy(enum.StrEnum):
     EFFICIENT = "EFFICIENT"
 
 
+class Misfire(enum.StrEnum):
+    """What a schedule does with instants it missed (its scheduler was down or busy)."""
+
+    SKIP = "skip"  # fire the latest missed instant only
+    CATCH_UP = "catch-up"  # fire the missed instants, at most the socket's catch_up of them
+
+
 class ProcessorStatus(enum.StrEnum):
     """What an agent last reported about a processor."""
 

@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 
 from pyfi.auth.tokens import revoke_all
 from pyfi.db import models
-from pyfi.db.enums import PlugType, QueueType, RequestedStatus, Strategy
+from pyfi.db.enums import Misfire, PlugType, QueueType, RequestedStatus, Strategy
 from pyfi.errors import InvalidValue
 from pyfi.objects.lookup import argument_for, get_by_name, task_for
-from pyfi.objects.validate import check_cron
+from pyfi.objects.validate import check_cron, check_input, check_timezone
 from pyfi.passwords import hash_password
 from pyfi.trust import check_module_name, check_task_name
 
@@ -92,6 +92,15 @@ def _cron(_session: Session, obj: models.Socket, expression: str) -> None:
     obj.cron = check_cron(expression) if expression else None
 
 
+def _timezone(_session: Session, obj: models.Socket, name: str) -> None:
+    # "UTC" is stored as NULL: the default, spelled once.
+    obj.timezone = check_timezone(name) if name and name != "UTC" else None
+
+
+def _input(_session: Session, obj: models.Socket, text: str) -> None:
+    obj.input = check_input(text) if text else None
+
+
 def _finish_socket(session: Session, socket: models.Socket) -> None:
     # A socket moved to another processor keeps its function name there.
     if socket.task.processor is not socket.processor:
@@ -130,7 +139,15 @@ KINDS: Mapping[str, Kind] = {
             "sockets",
             models.Socket,
             required=("name", "queue", "processor", "task"),
-            resolvers={"queue": _queue, "processor": _processor, "task": _task, "cron": _cron},
+            enums={"misfire": Misfire},
+            resolvers={
+                "queue": _queue,
+                "processor": _processor,
+                "task": _task,
+                "cron": _cron,
+                "timezone": _timezone,
+                "input": _input,
+            },
             finish=_finish_socket,
         ),
         Kind(

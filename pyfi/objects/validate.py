@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pyfi.errors import InvalidValue
@@ -22,6 +23,7 @@ MINIMUMS: Mapping[str, int] = {
     "retry_delay": 0,
     "timelimit": 1,
     "interval": 1,
+    "catch_up": 1,
     "max_length": 0,
     "max_length_bytes": 0,
     "message_ttl": 0,
@@ -31,7 +33,6 @@ MINIMUMS: Mapping[str, int] = {
 
 # Names travel as AMQP routing keys and queue names: keep them printable and short.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,119}")
-_CRON_FIELD = re.compile(r"^[\d*/,\-A-Za-z?LW#]+$")
 
 
 def check_name(name: str, kind: str) -> str:
@@ -65,10 +66,65 @@ def coerce_enum(enum_class: type[E], value: Any, field: str) -> E:
 
 
 def check_cron(expression: str) -> str:
-    """A plausible 5-field cron expression, or :class:`InvalidValue`."""
-    fields = expression.split()
-    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-        raise InvalidValue(
-            f"invalid cron expression {expression!r}; expected five fields such as '*/5 * * * *'"
-        )
+    """A 5-field cron expression the scheduler can fire, or :class:`InvalidValue`.
+
+    Parsed by the scheduler's own library (``cronsim``), so an expression
+    accepted here is one that fires: ranges, steps, names, ``L`` and ``#``,
+    but not Quartz's ``?`` or a seconds field.
+    """
+    from cronsim import CronSim, CronSimError
+
+    message = f"invalid cron expression {expression!r}; expected five fields such as '*/5 * * * *'"
+    if len(expression.split()) != 5:
+        raise InvalidValue(message)
+    try:
+        CronSim(expression, datetime.now(UTC))
+    except CronSimError as exc:
+        raise InvalidValue(f"{message} ({exc})") from None
     return expression
+
+
+def check_timezone(name: str) -> str:
+    """An IANA time zone name, or :class:`InvalidValue`."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidValue(
+            f"unknown time zone {name!r}; use an IANA name such as 'UTC' or 'Europe/Berlin'"
+        ) from None
+    return name
+
+
+def check_input(text: str) -> str:
+    """A socket's scheduled input: a JSON array or object within the wire limits.
+
+    Raises
+    ------
+    InvalidValue
+        Not JSON, not an array or object, or past a limit of
+        :mod:`pyfi.limits` (size, depth, digits).
+    """
+    from pyfi.errors import MessageDecodeError
+    from pyfi.limits import DEFAULT_LIMITS, parse_json
+
+    raw = text.encode()
+    if len(raw) > DEFAULT_LIMITS.max_message_bytes:
+        raise InvalidValue(
+            f"the input is {len(raw)} bytes, over the limit of {DEFAULT_LIMITS.max_message_bytes}"
+        )
+    try:
+        value = parse_json(raw, DEFAULT_LIMITS)
+    except MessageDecodeError as exc:
+        raise InvalidValue(f"invalid input: {exc}") from None
+    if not isinstance(value, list | dict):
+        raise InvalidValue(
+            "the input must be a JSON array (positional arguments) or object "
+            "(keyword arguments), e.g. '[1, 2]' or '{\"n\": 3}'"
+        )
+    if isinstance(value, dict):
+        for keyword in value:
+            if len(keyword) > DEFAULT_LIMITS.max_name_chars:
+                raise InvalidValue(f"the input's keyword {keyword[:40]!r}... is too long")
+    return text

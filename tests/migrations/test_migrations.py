@@ -252,10 +252,11 @@ def test_unfinished_calls_index_leaves_finished_calls_out(database: Database) ->
 
 def test_calls_keep_a_deleted_sockets_id_and_a_downgrade_clears_it(database: Database) -> None:
     # Given a database at the revision before calls lost their socket foreign key,
-    # with a call of a socket
-    schema.downgrade(database, LAST_WITH_SOCKET_FOREIGN_KEY)
+    # with a call of a socket (written at head: the models have columns the
+    # old revision lacks)
     net = build_network(database)
     call_id = add_call(database, net.source)
+    schema.downgrade(database, LAST_WITH_SOCKET_FOREIGN_KEY)
     # When it is migrated to head and the socket is deleted
     schema.upgrade(database)
     with database.transaction() as session:

@@ -25,6 +25,12 @@ def identity(value: Any) -> Any:
     return value
 
 
+def tick(label: Any) -> Any:
+    """Record each run (a scheduled call)."""
+    _trace("tick", str(label))
+    return label
+
+
 def add_two(one: Any, two: Any) -> Any:
     """Record the pair, then add it."""
     _trace("add_two", f"{one}|{two}")

@@ -90,7 +90,7 @@ def test_coerce_enum_lists_allowed_values_on_error() -> None:
 
 @pytest.mark.parametrize(
     "expression",
-    ["*/5 * * * *", "0 0 * * MON-FRI", "15,45 8-18 * * 1-5", "0 12 L * ?", "  0  0 1 1 *  "],
+    ["*/5 * * * *", "0 0 * * MON-FRI", "15,45 8-18 * * 1-5", "0 12 L * *", "  0  0 1 1 *  "],
 )
 def test_check_cron_accepts_five_field_expressions(expression: str) -> None:
     # Given a five-field cron expression
@@ -99,7 +99,8 @@ def test_check_cron_accepts_five_field_expressions(expression: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "expression", ["", "* * * *", "* * * * * *", "0 0 * * $(rm)", "every minute please ok"]
+    "expression",
+    ["", "* * * *", "* * * * * *", "0 0 * * $(rm)", "every minute please ok", "61 * * * *"],
 )
 def test_check_cron_rejects_other_shapes(expression: str) -> None:
     # Given an expression with the wrong number of fields or stray characters

@@ -21,7 +21,7 @@ from pyfi.db.models.auth import (
 )
 from pyfi.db.models.flow import Argument, Plug, Processor, Queue, Socket, Task
 from pyfi.db.models.login import LoginFailure, LoginSession
-from pyfi.db.models.runtime import Call, Event, Log
+from pyfi.db.models.runtime import Call, Event, Log, ScheduleFire
 from pyfi.db.models.topology import Agent, Deployment, Network, Node, Scheduler, Worker
 
 
@@ -51,6 +51,7 @@ __all__ = [
     "Processor",
     "Queue",
     "Role",
+    "ScheduleFire",
     "Scheduler",
     "Setting",
     "Socket",

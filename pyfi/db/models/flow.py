@@ -18,7 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from pyfi.db.base import Audited, Base, Identified, name_str, unique_name
-from pyfi.db.enums import PlugType, ProcessorStatus, QueueType, RequestedStatus
+from pyfi.db.enums import Misfire, PlugType, ProcessorStatus, QueueType, RequestedStatus
 from pyfi.db.types import UTCDateTime, enum_column
 
 
@@ -166,6 +166,7 @@ class Socket(Identified, Audited, Base):
     __table_args__ = (
         CheckConstraint("interval IS NULL OR interval > 0", name="interval_positive"),
         CheckConstraint("interval IS NULL OR cron IS NULL", name="one_schedule"),
+        CheckConstraint("catch_up >= 1", name="catch_up_positive"),
     )
 
     name: Mapped[unique_name]
@@ -182,6 +183,20 @@ class Socket(Identified, Audited, Base):
     wait: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     interval: Mapped[int | None] = mapped_column(Integer, doc="seconds between scheduled calls")
     cron: Mapped[str | None] = mapped_column(String(120))
+    # The IANA time zone the cron expression is read in; NULL is UTC.
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    # What a scheduled call passes: a JSON array (positional arguments) or
+    # object (keyword arguments); NULL calls the function with none.
+    input: Mapped[str | None] = mapped_column(Text)
+    # The schedule's columns have server defaults only, so that an insert
+    # naming none of them also works on a database migrated before them.
+    misfire: Mapped[Misfire] = mapped_column(
+        enum_column(Misfire, "misfire"), nullable=False, server_default=Misfire.SKIP.value
+    )
+    # With misfire catch-up: the most missed instants fired after an outage.
+    catch_up: Mapped[int] = mapped_column(Integer, nullable=False, server_default="10")
+    # A paused schedule fires nothing; resuming starts it afresh from then.
+    paused: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     description: Mapped[str | None] = mapped_column(Text)
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from pyfi.db.base import Audited, Base, Identified, name_str, optional_timestamp, timestamp
 from pyfi.db.enums import UNFINISHED_STATES, CallState, EventName
-from pyfi.db.types import enum_column
+from pyfi.db.types import UTCDateTime, enum_column
 
 # The predicate of the partial index of unfinished calls, as both databases
 # write it; a query that lists unfinished calls by state uses the index.
@@ -113,3 +114,28 @@ class Log(Identified, Base):
     object_id: Mapped[uuid.UUID | None] = mapped_column()
     public: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+
+
+class ScheduleFire(Base):
+    """One scheduled instant of a socket, claimed and fired at most once.
+
+    The id is derived from the socket and the instant (see
+    :func:`pyfi.scheduler.fires.fire_id`) and is the id of the call it
+    published. The unique (socket, instant) pair is the claim, committed
+    before the call is published: a second scheduler racing for the same
+    instant (after a leader change, or a crash) fails to insert it and
+    publishes nothing.
+    """
+
+    __tablename__ = "schedule_fires"
+    __table_args__ = (UniqueConstraint("socket_id", "instant"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    socket_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("sockets.id", ondelete="CASCADE"), nullable=False
+    )
+    instant: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # When the broker took the call (its lateness is fired - instant); NULL
+    # while it is being published, or if its scheduler died meanwhile.
+    fired: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    agent: Mapped[str | None] = mapped_column(String(120))
