@@ -12,7 +12,8 @@
 5. **route** the outcome: one message per matching plug
    (:mod:`pyfi.worker.router`) and a flow's next steps;
 6. **publish** them with confirms, without a thread waiting for the broker:
-   the confirm hands the call back to the pool at step 7;
+   the confirm hands the call back to the pool at step 7; messages not
+   confirmed are published again (same ids), the function not run again;
 7. **release** the joins of the flow the call fired; a failure for good fails
    its flow and is dead-lettered;
 8. **store** the outcome, batched with others (:mod:`pyfi.worker.storing`);
@@ -109,6 +110,7 @@ class CallInFlight:
     stored: bool = False
     # Joins of a flow this call fired, released once what they caused is out.
     fired: list[tuple[str, str]] = field(default_factory=list)
+    publish_attempts: int = 0
     store_attempts: int = 0
 
     @property
@@ -200,9 +202,7 @@ class CallPipeline:
             message = self.admission.admit(socket, delivery.body, delivery.headers)
         except MessageDecodeError as exc:
             log.warning("dead-lettering an undecodable message on %s: %s", socket.name, exc)
-            return Letter(
-                "undecodable", f"undecodable message: {exc}", raw=kept_raw(delivery.body)
-            )
+            return Letter("undecodable", f"undecodable message: {exc}", raw=kept_raw(delivery.body))
         if message.socket != socket.name:  # a fanout exchange delivered a sibling's call
             # The copy is this socket's own call; a flow goes on from the addressee only.
             message = replace(
@@ -313,19 +313,54 @@ class CallPipeline:
         No thread waits for the confirm (for a persistent message, the
         broker's write to disk): a pool thread meanwhile runs other calls, so
         a pipeline's throughput is bounded by the prefetch rather than by the
-        number of threads. Messages not confirmed fail the call's next step:
-        its message is requeued, nothing stored.
+        number of threads. Messages not confirmed are published again (see
+        :meth:`publish_again`): the function does not run again.
         """
         if not out:
             return self.conclude(job)
+        job.publish_attempts += 1
 
         def confirmed(error: BaseException | None) -> None:
             # On the publishing thread: hand over, never block it.
-            step = partial(self.conclude, job) if error is None else _raiser(error)
+            if error is None:
+                step = partial(self.conclude, job)
+            else:
+                step = partial(self.publish_again, job, out, error)
             self._resume(job.socket, job.delivery, step)
 
         self._downstream_publisher().publish_then(out, confirmed)
         return LATER
+
+    def publish_again(
+        self, job: CallInFlight, out: list[tuple[Message, SocketRoute]], error: BaseException
+    ) -> Verdict:
+        """Publish messages the broker did not confirm again, the call's message held meanwhile.
+
+        Requeueing the message would have the function run again, side
+        effects and all. The messages keep their ids (derived from the call),
+        so one that got through before is recognisable downstream; nothing
+        is stored or released before they are confirmed. Only a worker that
+        stops meanwhile lets the message go back to its queue.
+        """
+        if self._stopping():
+            log.warning(
+                "call %s on %s will run again: the worker stops and its downstream messages "
+                "were not confirmed: %s",
+                job.call.call_id,
+                job.socket.name,
+                error,
+            )
+            return REQUEUE
+        if job.publish_attempts == 1:  # once per call, however long the broker refuses
+            log.warning(
+                "the downstream messages of call %s on %s were not confirmed (%s); publishing "
+                "them again, its message held until then",
+                job.call.call_id,
+                job.socket.name,
+                error,
+            )
+        time.sleep(self.options.backoff_s)
+        return self.publish(job, out)
 
     # -- 7. release joins, fail for good ---------------------------------
     def conclude(self, job: CallInFlight) -> Verdict:
@@ -444,12 +479,3 @@ class CallPipeline:
         except (BrokerUnavailable, OSError):
             time.sleep(self.options.backoff_s)
             return REQUEUE
-
-
-def _raiser(error: BaseException) -> Step:
-    """A step that fails with ``error``, so the pool settles it as it would have been raised."""
-
-    def fail() -> Verdict:
-        raise error
-
-    return fail
