@@ -34,6 +34,8 @@ from bench.systems.base import Services, System
 VHOST = os.environ.get("BENCH_VHOST", "pyfi-bench")
 SCHEMA = os.environ.get("BENCH_SCHEMA", "bench_run")
 DATABASE = os.environ.get("BENCH_DB", "postgresql+psycopg://postgres@127.0.0.1/test")
+# Every workload, W1 to W8; --workloads picks some (the raw ceiling goes with --systems).
+WORKLOADS = frozenset(f"W{number}" for number in range(1, 9))
 # W8's second system, beside the first: its vhost and schema take this suffix.
 W8_OFF_SUFFIX = "_w8_off"
 
@@ -111,8 +113,10 @@ def build(name: str, shared: Services, **options: Any) -> System:
 class Run:
     """The figures of one run, filled system by system."""
 
-    def __init__(self, sizes: dict[str, int], reps: int) -> None:
-        self.sizes, self.reps = sizes, reps
+    def __init__(
+        self, sizes: dict[str, int], reps: int, workloads: frozenset[str] = WORKLOADS
+    ) -> None:
+        self.sizes, self.reps, self.workloads = sizes, reps, workloads
         n = sizes
         self.w1 = Figure(f"W1 {n['W1']} calls + results", "calls/s", True)
         self.w2 = Figure(f"W2 {n['W2']} fire-and-forget", "calls/s", True)
@@ -138,24 +142,31 @@ class Run:
         """Every workload on one started system, ``reps`` times each."""
         n, name = self.sizes, system.name
         workers = {process.pid for process in system.processes}
+        wanted = self.workloads
         for _ in range(self.reps):
-            log(f"{name}: W1")
-            with self.cpu.measure("W1", name, n["W1"], workers):
-                self.w1.add(name, n["W1"] / timed(lambda: system.roundtrip(n["W1"])))
-            log(f"{name}: W2")
-            with self.cpu.measure("W2", name, n["W2"], workers):
-                self.w2.add(name, n["W2"] / timed(lambda: system.fire_and_forget(n["W2"])))
-            log(f"{name}: W3")
-            with self.cpu.measure("W3", name, n["W3"], workers):
-                latencies = system.latencies(n["W3"])
-            for p, figure in self.w3.items():
-                figure.add(name, 1000 * percentile(latencies, p / 100))
-            log(f"{name}: W4")
-            self.w4.add(name, timed(lambda: system.pipelines(n["W4"], n["W4_length"])))
-            log(f"{name}: W5")
-            self.w5.add(name, timed(lambda: system.funnels(n["W5"], n["W5_width"])))
-            log(f"{name}: W6")
-            self.w6.add(name, n["W6"] / timed(lambda: system.plug_chain(n["W6"])))
+            if "W1" in wanted:
+                log(f"{name}: W1")
+                with self.cpu.measure("W1", name, n["W1"], workers):
+                    self.w1.add(name, n["W1"] / timed(lambda: system.roundtrip(n["W1"])))
+            if "W2" in wanted:
+                log(f"{name}: W2")
+                with self.cpu.measure("W2", name, n["W2"], workers):
+                    self.w2.add(name, n["W2"] / timed(lambda: system.fire_and_forget(n["W2"])))
+            if "W3" in wanted:
+                log(f"{name}: W3")
+                with self.cpu.measure("W3", name, n["W3"], workers):
+                    latencies = system.latencies(n["W3"])
+                for p, figure in self.w3.items():
+                    figure.add(name, 1000 * percentile(latencies, p / 100))
+            if "W4" in wanted:
+                log(f"{name}: W4")
+                self.w4.add(name, timed(lambda: system.pipelines(n["W4"], n["W4_length"])))
+            if "W5" in wanted:
+                log(f"{name}: W5")
+                self.w5.add(name, timed(lambda: system.funnels(n["W5"], n["W5_width"])))
+            if "W6" in wanted:
+                log(f"{name}: W6")
+                self.w6.add(name, n["W6"] / timed(lambda: system.plug_chain(n["W6"])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--json", default="bench-results.json")
+    parser.add_argument(
+        "--workloads", default=",".join(sorted(WORKLOADS)), help="e.g. W1,W2 (default: all)"
+    )
     parser.add_argument("--skip-agent", action="store_true", help="skip the W7 agent redeploy")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -172,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         k: v if k.endswith(("_length", "_width")) else max(2, round(v * args.scale))
         for k, v in SIZES.items()
     }
-    run = Run(sizes, args.reps)
+    workloads = frozenset(w.strip().upper() for w in args.workloads.split(",") if w.strip())
+    unknown = workloads - WORKLOADS
+    if unknown:
+        raise SystemExit(f"unknown workload(s) {', '.join(sorted(unknown))}; choose among W1-W8")
+    run = Run(sizes, args.reps, workloads)
 
     def log(text: str) -> None:
         print(f"  .. {text}", file=sys.stderr, flush=True)
@@ -193,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                 run.measure(system, log)
             finally:
                 system.stop()
-            if name == "pyfi":
+            if name == "pyfi" and workloads & {"W7", "W8"}:
                 measure_pyfi_extras(run, folder, args, log)
     _reset_schema(DATABASE, SCHEMA, drop_only=True)
     for vhost in (VHOST, VHOST + W8_OFF_SUFFIX):

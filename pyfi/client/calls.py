@@ -9,7 +9,6 @@ which makes one redundant.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ from pyfi.db.enums import Right
 from pyfi.db.session import Database
 from pyfi.errors import BrokerUnavailable, CallFailed, CallTimeout
 from pyfi.message import Message, new_id
+from pyfi.outcome import decode_outcome
 from pyfi.resources import Closeable
 from pyfi.wiring import load_route
 from pyfi.workflow.engine import NO_INPUT, FlowDriver
@@ -328,10 +328,10 @@ class Client(Closeable):
 
 def unwrap(stored: str, call_id: str) -> Any:
     """The value of a stored outcome, or the remote failure raised as :class:`CallFailed`."""
-    outcome = json.loads(stored)
-    if outcome.get("status") == "ok":
-        return outcome.get("value")
-    error = outcome.get("error") or {}
+    outcome = decode_outcome(stored)
+    if outcome.ok:
+        return outcome.value
+    error = outcome.error or {}
     raise CallFailed(
         str(error.get("type", "Exception")),
         str(error.get("message", "")),

@@ -4,10 +4,39 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pyfi.message import Message
+
+# Header naming why a message was set aside, for whoever reads the queue.
+REASON_HEADER = "pyfi-reason"
+
+
+@dataclass(frozen=True)
+class Letter:
+    """A message set aside for good, and why: it is never run (again) where it was.
+
+    ``kind`` is the short reason in the letter's header (``undecodable``,
+    ``failed``, ``worker-error``); ``reason`` is the sentence `flow dlq`
+    shows.
+    """
+
+    kind: str
+    reason: str
+    call: Message | None = None
+    error: dict[str, Any] | None = None
+    raw: bytes | None = None
+
+    def body(self) -> bytes:
+        """The letter as it goes into the dead-letter queue."""
+        return dead_letter_body(self.call, reason=self.reason, error=self.error, raw=self.raw)
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        """The letter's headers."""
+        return {REASON_HEADER: self.kind}
 
 
 def dead_letter_body(

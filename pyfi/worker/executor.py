@@ -7,31 +7,12 @@ import inspect
 import json
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from pyfi.errors import Retry
+from pyfi.outcome import Outcome
 
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a call produced: a value, or a failure described as data."""
-
-    ok: bool
-    value: Any = None
-    error: dict[str, Any] | None = None
-    retry_delay_s: float | None = None  # set when the function raised Retry(delay=...)
-
-    @property
-    def wants_retry(self) -> bool:
-        """True when the function explicitly asked for another attempt."""
-        return self.error is not None and self.error.get("type") == "Retry"
-
-    def encode(self) -> str:
-        """The stored form: ``{"status": "ok", "value": ...}`` or ``{"status": "error", ...}``."""
-        if self.ok:
-            return json.dumps({"status": "ok", "value": self.value})
-        return json.dumps({"status": "error", "error": self.error})
+__all__ = ["Outcome", "describe", "execute"]
 
 
 def describe(exc: BaseException) -> dict[str, Any]:

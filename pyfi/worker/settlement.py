@@ -16,9 +16,26 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Protocol
 
-ACK, REQUEUE = "ack", "requeue"
+
+class Verdict(StrEnum):
+    """What becomes of a message once the worker is done with it (or not yet).
+
+    Only ``ACK`` and ``REQUEUE`` reach the channel: a dead letter is
+    published first and then acknowledged, and ``LATER`` says that the
+    message is settled once its downstream messages are confirmed and its
+    outcome stored (:mod:`pyfi.worker.pipeline`).
+    """
+
+    ACK = "ack"  # done: acknowledge
+    REQUEUE = "requeue"  # not done: back to its queue, to run again
+    DEAD_LETTER = "dead-letter"  # never to run: set aside with its reason, then acknowledged
+    LATER = "later"  # settled by a later step of its call
+
+
+ACK, REQUEUE = Verdict.ACK, Verdict.REQUEUE
 
 
 class Delivery(Protocol):

@@ -5,18 +5,13 @@ Threads and their jobs (kombu channels are not thread-safe):
 * the main thread owns the consuming connection: it receives messages, hands
   each to the pool, and settles (acks or requeues) the ones the pool is done
   with;
-* each pool thread runs one call at a time and hands its downstream messages
-  to the publishing thread (:mod:`pyfi.worker.publishing`) without waiting
-  for the broker's confirm; once they are confirmed, a pool thread takes the
-  call up again and hands its outcome over to be stored with others that
-  finished meanwhile (:mod:`pyfi.worker.storing`); the message is reported
-  done once stored.
+* each pool thread takes one message at a time along its path, from
+  admission to the verdict on it (:mod:`pyfi.worker.pipeline`, whose
+  docstring lists the steps in order); a call waiting for the broker's
+  confirm or the result store is handed back to the pool, not waited for.
 
-A message is acknowledged only after its downstream messages are confirmed
-and then its result is stored, so a crash at any instant means redelivery,
-never loss, and a result a caller can see means the call's messages are out.
-A redelivered call whose result is already stored is not run again: its
-downstream messages are re-sent (they carry the same ids) and it is acked.
+This module is the worker's life around that path: start, consume, hand
+messages to the pool, settle what it is done with, pause, reconnect, stop.
 
 A lost broker connection is not the end of the worker: the consuming thread
 reconnects with backoff and consumes again. The messages it held come back
@@ -28,7 +23,6 @@ redeliveries run them), so nothing runs twice for the blink.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -36,12 +30,10 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from amqp.exceptions import RecoverableConnectionError
-from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.message import Message as KombuMessage
 
 from pyfi.backend.base import DEFAULT_JOIN_TTL_S, DEFAULT_RESULT_TTL_S, check_ttl
@@ -49,22 +41,15 @@ from pyfi.broker import Broker
 from pyfi.broker.wakeup import Wakeup
 from pyfi.config import ENV_AGENT_PID, Settings, mask_url
 from pyfi.errors import (
-    BackendUnavailable,
     BrokerUnavailable,
-    DatabaseUnavailable,
-    MessageDecodeError,
     first_line,
 )
-from pyfi.limits import admit_body, kept_raw
-from pyfi.message import Message, derived_id
 from pyfi.wiring import ProcessorSpec, SocketSpec
 from pyfi.worker import heap, registry, timelimit
 from pyfi.worker.admission import Admission, RouteBook, model_routes
-from pyfi.worker.deadletter import dead_letter_body
-from pyfi.worker.executor import Outcome, execute
+from pyfi.worker.pipeline import CallPipeline, PipelineOptions, Step
 from pyfi.worker.publishing import BatchPublisher
-from pyfi.worker.router import downstream
-from pyfi.worker.settlement import ACK, REQUEUE, Settlement
+from pyfi.worker.settlement import REQUEUE, Settlement, Verdict
 from pyfi.worker.signals import LifecycleSignals
 from pyfi.worker.storing import ResultStorer
 from pyfi.worker.telemetry import Telemetry
@@ -72,7 +57,6 @@ from pyfi.workflow.engine import FlowDriver
 
 log = logging.getLogger("pyfi.worker")
 
-MAX_RETRY_DELAY_S = 3600
 INFRASTRUCTURE_BACKOFF_S = 1.0
 # The longest the consuming thread waits for the broker before it looks at
 # its own state again (stop, pause, the agent gone).
@@ -90,22 +74,6 @@ DEFAULT_HEARTBEAT_S = 30
 # when the connection was lost before it consumes again: their messages come
 # back redelivered, and a call found finished then is not run a second time.
 ORPHAN_WAIT_S = 30.0
-# What _handle returns when the message is settled later, once its result is stored.
-LATER = "later"
-# The rest of a message's handling, run by a pool thread; returns how to settle it.
-Step = Callable[[], str]
-
-# A service failing under a call, not the call or the worker: the message is
-# kept (requeued) after a pause. kombu's and py-amqp's own errors are among
-# them: a pool thread publishing while the connection is lost sees those.
-_INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
-    BrokerUnavailable,
-    BackendUnavailable,
-    DatabaseUnavailable,
-    KombuOperationalError,
-    RecoverableConnectionError,
-    OSError,
-)
 
 # Messages held per pool thread. Acks are sent by the consuming thread between
 # two reads, so with only one message per thread the pool idles while its
@@ -155,7 +123,6 @@ class Worker:
         self.spec = spec
         self.options = options
         self.backend = backend
-        self.telemetry = telemetry
         self.functions = registry.resolve(spec, options.path, installed=options.allow_installed)
         self._stop = threading.Event()
         self._stop_cause = "stop requested"
@@ -168,7 +135,7 @@ class Worker:
         self._work: queue.SimpleQueue[tuple[SocketSpec, KombuMessage, Step | None] | None] = (
             queue.SimpleQueue()
         )
-        self._settled: queue.SimpleQueue[tuple[KombuMessage, str]] = queue.SimpleQueue()
+        self._settled: queue.SimpleQueue[tuple[KombuMessage, Verdict]] = queue.SimpleQueue()
         self._settlement = Settlement(batch=False)  # the consuming thread's alone
         self._acks_multiple = False
         # The pool's hand-overs end the consuming thread's wait; made by run().
@@ -196,6 +163,36 @@ class Worker:
         # With a time limit, calls run in child processes killed at the limit
         # (pyfi.worker.timelimit); without, None: they run in the pool's threads.
         self._limited = timelimit.for_processor(spec, options.path, size=options.concurrency)
+        # Every message's path, from its admission to its verdict.
+        self.pipeline = CallPipeline(
+            spec,
+            PipelineOptions(
+                result_ttl_s=options.result_ttl_s,
+                join_ttl_s=options.join_ttl_s,
+                backoff_s=INFRASTRUCTURE_BACKOFF_S,
+            ),
+            admission=self.admission,
+            functions=self.functions,
+            limited=self._limited,
+            backend=backend,
+            flows=self.flows,
+            storer=self._storer,
+            telemetry=telemetry,
+            publisher=self._publisher,
+            downstream_publisher=self._downstream_publisher,
+            resume=lambda socket, delivery, step: self._work.put((socket, delivery, step)),
+            settle=self._done,
+            stopping=self._stop.is_set,
+        )
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """Where the worker reports its calls' progress (the pipeline's)."""
+        return self.pipeline.telemetry
+
+    @telemetry.setter
+    def telemetry(self, telemetry: Telemetry) -> None:
+        self.pipeline.telemetry = telemetry
 
     # -- lifecycle -------------------------------------------------------
     def stop(self, signum: int | None = None, *_: Any) -> None:
@@ -464,7 +461,7 @@ class Worker:
         finally:
             wakeup.disarm()
 
-    def _done(self, delivery: KombuMessage, action: str) -> None:
+    def _done(self, delivery: KombuMessage, action: Verdict) -> None:
         """Hand a message the pool is done with to the consuming thread to settle."""
         self._settled.put((delivery, action))
         wakeup = self._wakeup
@@ -503,11 +500,11 @@ class Worker:
                 self._done(delivery, REQUEUE)  # an orphan not started: its redelivery runs it
                 continue
             try:
-                action = self._process(socket, delivery, step)
-            except BaseException:  # _process handles everything; this is the last guard
+                action = self.pipeline.process(socket, delivery, step)
+            except BaseException:  # process() handles everything; this is the last guard
                 log.exception("unexpected error on a message of %s; requeueing it", socket.name)
                 action = REQUEUE
-            if action != LATER:
+            if action is not Verdict.LATER:
                 self._done(delivery, action)
 
     def _settle(self, block: float = 0.0) -> None:
@@ -544,303 +541,6 @@ class Worker:
                 self._publishers.append(publisher)
         return publisher
 
-    # -- one message (pool thread) ---------------------------------------
-    def _process(self, socket: SocketSpec, delivery: KombuMessage, step: Step | None) -> str:
-        """Run a message, or the next ``step`` of one, and say how to settle it."""
-        try:
-            return step() if step is not None else self._handle(socket, delivery)
-        except _INFRASTRUCTURE_ERRORS as exc:
-            # The broker or the result store is failing: keep the message
-            # (requeue) and slow down rather than spin.
-            log.warning("call on %s will be retried: %s", socket.name, exc)
-            time.sleep(INFRASTRUCTURE_BACKOFF_S)
-            return REQUEUE
-        except Exception as exc:
-            # A fault of the worker itself on this message: requeueing would
-            # loop forever, so set the message aside where it can be replayed.
-            log.exception("internal error on a message of %s; dead-lettering it", socket.name)
-            return self._set_aside(socket, delivery, exc)
-
-    def _set_aside(self, socket: SocketSpec, delivery: KombuMessage, exc: Exception) -> str:
-        body = delivery.body if isinstance(delivery.body, bytes) else str(delivery.body).encode()
-        try:
-            limits = self.settings.wire
-            call = Message.decode(admit_body(body, delivery.headers, limits), limits)
-        except MessageDecodeError:
-            call = None
-        try:
-            self._publisher().publish_to_queue(
-                socket.route.dead_letter_queue,
-                dead_letter_body(
-                    call,
-                    reason=f"worker error: {type(exc).__name__}: {exc}",
-                    raw=None if call else kept_raw(body),
-                ),
-                {"pyfi-reason": "worker-error"},
-            )
-        except (BrokerUnavailable, OSError):
-            time.sleep(INFRASTRUCTURE_BACKOFF_S)
-            return REQUEUE
-        return ACK
-
-    def _handle(self, socket: SocketSpec, delivery: KombuMessage) -> str:
-        publisher = self._publisher()
-        try:
-            message = self.admission.admit(socket, delivery.body, delivery.headers)
-        except MessageDecodeError as exc:
-            letter = dead_letter_body(
-                None, reason=f"undecodable message: {exc}", raw=kept_raw(delivery.body)
-            )
-            publisher.publish_to_queue(
-                socket.route.dead_letter_queue,
-                letter,
-                {"pyfi-reason": "undecodable"},
-            )
-            log.warning("dead-lettered an undecodable message on %s: %s", socket.name, exc)
-            return ACK
-        if message.socket != socket.name:  # a fanout exchange delivered a sibling's call
-            # The copy is this socket's own call; a flow goes on from the addressee only.
-            message = replace(
-                message,
-                socket=socket.name,
-                call_id=derived_id(message.call_id, socket.name),
-                flow=None,
-            )
-        joined = socket.wait and message.argument in socket.join_arguments
-        begun = self._begin(socket, message, joined=joined, delivery=delivery)
-        if begun is None:
-            return ACK  # one argument of the join recorded; others still to come
-        call, stored = begun
-        if stored is not None:
-            outcome = _outcome_from_stored(stored)
-        elif self._limited is not None:
-            outcome = self._limited.execute(socket.name, call.args, call.kwargs)
-        else:
-            outcome = execute(self.functions[socket.name], call.args, call.kwargs)
-        if stored is None and outcome.ok and not joined:
-            return self._conclude_later(socket, call, outcome, delivery)
-        if not self._conclude(socket, call, outcome, publisher, already_stored=stored is not None):
-            return ACK  # retried later: nothing to store
-        if stored is not None:
-            self._report(socket, call, outcome)
-            return ACK
-        encoded = outcome.encode()
-        if joined:
-            # The join is released only once the result is out, so it stores now.
-            self.backend.store(call.call_id, encoded, self.options.result_ttl_s)
-            self.backend.complete_join(call.tracking_id, socket.name)
-            self._report(socket, call, outcome)
-            return ACK
-        return self._store_later(socket, call, outcome, encoded, delivery)
-
-    def _begin(
-        self, socket: SocketSpec, message: Message, *, joined: bool, delivery: KombuMessage
-    ) -> tuple[Message, str | None] | None:
-        """Report the call received (and running, unless done before); None while a join waits.
-
-        Returns the call to run, and its stored outcome when a redelivered
-        call had finished before: it is not run again.
-        """
-        redelivered = bool(delivery.delivery_info.get("redelivered"))
-        if not joined and not redelivered:
-            self.telemetry.started(socket, message)  # received and running: one step
-            return message, None
-        self.telemetry.received(socket, message)
-        call = message
-        if joined:
-            combined = self._join(socket, message)
-            # The delivery's own part ends here, whether the join still waits
-            # or this delivery fired it: the join runs as a call of its own.
-            self.telemetry.joined(socket, message)
-            if combined is None:
-                return None
-            call = combined
-            self.telemetry.received(socket, call)
-        stored = self.backend.get(call.call_id) if redelivered else None
-        if stored is None:
-            self.telemetry.running(socket, call)
-        return call, stored
-
-    def _store_later(
-        self,
-        socket: SocketSpec,
-        call: Message,
-        outcome: Outcome,
-        encoded: str,
-        delivery: KombuMessage,
-        *,
-        attempt: int = 1,
-    ) -> str:
-        """Hand the outcome over to be stored; the message is settled once it is."""
-        self._storer.submit(
-            call.call_id,
-            encoded,
-            self.options.result_ttl_s,
-            lambda error: self._stored(socket, call, outcome, encoded, delivery, error, attempt),
-        )
-        return LATER
-
-    def _conclude_later(
-        self, socket: SocketSpec, call: Message, outcome: Outcome, delivery: KombuMessage
-    ) -> str:
-        """The common path: publish what follows a success without sitting out the confirm.
-
-        The same order as :meth:`_conclude` then a store: downstream messages
-        confirmed, then joins a flow fired released, then the outcome stored,
-        then the message acknowledged. Only no thread waits in between: the
-        confirm (for a persistent message, the broker's write to disk) hands
-        the call back to the pool, which stores it; a pool thread meanwhile
-        runs other calls, so a pipeline's throughput is bounded by the
-        prefetch rather than by the number of threads.
-        """
-        out = list(downstream(socket, call, outcome))
-        fired: list[tuple[str, str]] = []
-        if call.flow is not None:
-            steps, fired = self.flows.next_steps(call, outcome.value)
-            out.extend(steps)
-        encoded = outcome.encode()
-
-        def store() -> str:
-            self.flows.release(fired)
-            return self._store_later(socket, call, outcome, encoded, delivery)
-
-        if not out:
-            return store()
-
-        def confirmed(error: BaseException | None) -> None:
-            # On the publishing thread: hand over, never block it.
-            self._work.put((socket, delivery, store if error is None else _raiser(error)))
-
-        self._downstream_publisher().publish_then(out, confirmed)
-        return LATER
-
-    def _stored(
-        self,
-        socket: SocketSpec,
-        call: Message,
-        outcome: Outcome,
-        encoded: str,
-        delivery: KombuMessage,
-        error: BaseException | None,
-        attempt: int,
-    ) -> None:
-        """Report ``call`` finished and settle its message, once its outcome is stored.
-
-        An outcome the result store refused is stored again (the storer
-        pauses between attempts) while its message stays unacknowledged:
-        requeueing it would have the function run again, side effects and
-        all, once the store is back. Only a worker that stops meanwhile lets
-        the message go back to its queue.
-        """
-        if error is not None:
-            if self._stop.is_set():
-                log.warning(
-                    "call %s on %s will run again: the worker stops and its result was not "
-                    "stored: %s",
-                    call.call_id,
-                    socket.name,
-                    error,
-                )
-                self._done(delivery, REQUEUE)
-                return
-            if attempt == 1:  # once per call, however long the store is away
-                log.warning(
-                    "the result of call %s on %s was not stored (%s); storing it again, its "
-                    "message held until then",
-                    call.call_id,
-                    socket.name,
-                    error,
-                )
-            self._store_later(socket, call, outcome, encoded, delivery, attempt=attempt + 1)
-            return
-        if attempt > 1:
-            log.info("the result of call %s on %s is stored", call.call_id, socket.name)
-        try:
-            self._report(socket, call, outcome)
-        except Exception:  # the call is done: a failing report must not leave it unsettled
-            log.exception("could not report call %s on %s as finished", call.call_id, socket.name)
-        self._done(delivery, ACK)
-
-    def _join(self, socket: SocketSpec, message: Message) -> Message | None:
-        assert message.argument is not None
-        values = self.backend.join(
-            message.tracking_id,
-            socket.name,
-            message.argument,
-            json.dumps(message.kwargs.get(message.argument)),
-            socket.join_arguments,
-            message.call_id,
-            self.options.join_ttl_s,
-        )
-        if values is None:
-            return None
-        return Message(
-            call_id=derived_id(message.tracking_id, socket.name, "join"),
-            tracking_id=message.tracking_id,
-            socket=socket.name,
-            kwargs={name: json.loads(value) for name, value in values.items()},
-            parent_id=message.parent_id,
-            idempotency_key=message.idempotency_key,
-        )
-
-    def _conclude(
-        self,
-        socket: SocketSpec,
-        call: Message,
-        outcome: Outcome,
-        publisher: Broker,
-        *,
-        already_stored: bool,
-    ) -> bool:
-        """Publish what follows from ``outcome``; False when the call is retried instead.
-
-        The outcome is stored after this returns: once a caller can see it,
-        every downstream message and dead letter of the call is published.
-        """
-        if not outcome.ok and not already_stored and self._should_retry(call, outcome):
-            delay_s = self._retry_delay(call, outcome)
-            publisher.publish(call.retried(), socket.route, delay_ms=int(delay_s * 1000))
-            self.telemetry.retrying(socket, call, outcome, delay_s)
-            return False
-        self._downstream_publisher().publish_many(list(downstream(socket, call, outcome)))
-        if call.flow is not None and not already_stored:
-            if outcome.ok:
-                self.flows.advance(call, outcome.value)
-            else:
-                self.flows.fail(call, {**(outcome.error or {}), "socket": socket.name})
-        if not outcome.ok and not already_stored:
-            publisher.publish_to_queue(
-                socket.route.dead_letter_queue,
-                dead_letter_body(call, reason="failed after retries", error=outcome.error),
-                {"pyfi-reason": "failed"},
-            )
-        return True
-
-    def _report(self, socket: SocketSpec, call: Message, outcome: Outcome) -> None:
-        if outcome.ok:
-            self.telemetry.finished(socket, call, outcome)
-        else:
-            self.telemetry.failed(socket, call, outcome)
-
-    def _should_retry(self, call: Message, outcome: Outcome) -> bool:
-        # Retry(...) from user code only chooses the delay: attempts stay bounded.
-        return call.attempt <= self.spec.retries
-
-    def _retry_delay(self, call: Message, outcome: Outcome) -> float:
-        if outcome.retry_delay_s is not None:
-            return max(0.0, outcome.retry_delay_s)
-        base = max(self.spec.retry_delay_s, 0)
-        return float(min(base * 2 ** (call.attempt - 1), MAX_RETRY_DELAY_S))
-
-
-def _raiser(error: BaseException) -> Step:
-    """A step that fails with ``error``, so the pool settles it as it would have been raised."""
-
-    def fail() -> str:
-        raise error
-
-    return fail
-
 
 class _StopRequested(Exception):
     """Ends the attempts to reconnect: the worker was asked to stop meanwhile."""
@@ -874,10 +574,3 @@ def _quietly(what: str, step: Callable[[], object]) -> None:
 def _cancel(consumers: list[Any]) -> None:
     for consumer in consumers:
         consumer.cancel()
-
-
-def _outcome_from_stored(stored: str) -> Outcome:
-    data = json.loads(stored)
-    if data.get("status") == "ok":
-        return Outcome(ok=True, value=data.get("value"))
-    return Outcome(ok=False, error=data.get("error"))

@@ -28,6 +28,7 @@ from typing import Any
 from pyfi.backend.base import DEFAULT_JOIN_TTL_S, DEFAULT_RESULT_TTL_S
 from pyfi.broker.topology import SocketRoute
 from pyfi.message import Message, derived_id
+from pyfi.outcome import failed, succeeded
 from pyfi.workflow.plan import (
     CALL,
     FUNNEL,
@@ -196,8 +197,8 @@ class FlowDriver:
         """
         if self.backend.get(call.tracking_id) is not None:
             return
-        outcome = {"status": "error", "error": {**error, "call_id": call.call_id}}
-        self.backend.store(call.tracking_id, json.dumps(outcome), self.result_ttl_s)
+        outcome = failed({**error, "call_id": call.call_id})
+        self.backend.store(call.tracking_id, outcome, self.result_ttl_s)
 
     def _complete(
         self,
@@ -223,8 +224,7 @@ class FlowDriver:
                 self._start(callback, gathered, frames, call.tracking_id, call.call_id, out)
                 return
             value = gathered
-        outcome = {"status": "ok", "value": value}
-        self.backend.store(call.tracking_id, json.dumps(outcome), self.result_ttl_s)
+        self.backend.store(call.tracking_id, succeeded(value), self.result_ttl_s)
 
     def _gather(
         self,
