@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from pyfi.db import models
 from pyfi.errors import FlowError, InvalidValue
 from pyfi.objects import get_by_name
+from pyfi.scheduler.fires import last_instants
 from pyfi.scheduler.timing import DEFAULT_TIMEZONE, Schedule
 
 
@@ -21,14 +22,7 @@ def list_schedules(session: Session, now: datetime) -> list[dict[str, Any]]:
     disabled schedule; ``last`` is the last instant fired and ``fired`` when
     it was published.
     """
-    last = (
-        select(
-            models.ScheduleFire.socket_id,
-            func.max(models.ScheduleFire.instant).label("instant"),
-        )
-        .group_by(models.ScheduleFire.socket_id)
-        .subquery()
-    )
+    last = last_instants()
     socket = models.Socket
     query = (
         select(socket, models.ScheduleFire)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import Subquery, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pyfi.db import models
@@ -136,3 +136,15 @@ def _release(database: Database, fire: uuid.UUID) -> None:
             session.execute(delete(models.ScheduleFire).where(models.ScheduleFire.id == fire))
     except Exception as exc:  # the database is away too: the instant stays claimed, unfired
         log.warning("could not release the claim of fire %s: %s", fire, first_line(exc))
+
+
+def last_instants() -> Subquery:
+    """Each socket's last claimed instant (``socket_id``, ``instant``), to join on."""
+    return (
+        select(
+            models.ScheduleFire.socket_id,
+            func.max(models.ScheduleFire.instant).label("instant"),
+        )
+        .group_by(models.ScheduleFire.socket_id)
+        .subquery()
+    )

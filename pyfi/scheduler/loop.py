@@ -15,12 +15,12 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 
 from pyfi.db import models
 from pyfi.db.session import Database
 from pyfi.errors import FlowError, first_line
-from pyfi.scheduler.fires import Planned, Publish, claim_and_publish
+from pyfi.scheduler.fires import Planned, Publish, claim_and_publish, last_instants
 from pyfi.scheduler.leader import Leadership
 from pyfi.scheduler.timing import DEFAULT_TIMEZONE, Schedule
 
@@ -45,14 +45,7 @@ def utc_now() -> datetime:
 
 def load_planned(database: Database) -> list[Planned]:
     """Every enabled, unpaused socket with a schedule, with its last fired instant."""
-    last = (
-        select(
-            models.ScheduleFire.socket_id,
-            func.max(models.ScheduleFire.instant).label("instant"),
-        )
-        .group_by(models.ScheduleFire.socket_id)
-        .subquery()
-    )
+    last = last_instants()
     socket = models.Socket
     query = (
         select(socket, last.c.instant)
