@@ -24,6 +24,8 @@ from __future__ import annotations
 import enum
 import getpass
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -71,20 +73,26 @@ class Actor:
 _process_actor: list[Actor] = []
 
 
-def act_as_service(name: str) -> Actor:
-    """Make this process's databases act as the service ``name`` from now on.
+@contextmanager
+def serving_as(name: str) -> Iterator[Actor]:
+    """Make this process's databases act as the service ``name`` while inside.
 
-    Called by an agent or a worker once it has started (after the start was
-    checked), so its own bookkeeping transactions are never taken for a
-    user's actions.
+    An agent or a worker enters it once its start was checked and stays in
+    it until it ends, so its own bookkeeping transactions are never taken for
+    a user's actions; on leaving, the process acts as before (a command run
+    inside a longer-lived process, as in tests, leaves no service behind).
     """
     service = Actor(name, ActorKind.SERVICE, via="service")
+    before = list(_process_actor)
     _process_actor[:] = [service]
-    return service
+    try:
+        yield service
+    finally:
+        _process_actor[:] = before
 
 
 def process_actor() -> Actor | None:
-    """The actor set by :func:`act_as_service`, if any."""
+    """The service this process acts as (:func:`serving_as`), if any."""
     return _process_actor[0] if _process_actor else None
 
 

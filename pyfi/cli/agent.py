@@ -73,6 +73,7 @@ def start(
 ) -> None:
     """Start an agent: it runs until SIGTERM or Ctrl-C, then drains its workers."""
     from pyfi.agent.agent import Agent, AgentOptions
+    from pyfi.auth.actor import serving_as
 
     configure_logging(flow)
     name = name or socket.gethostname()
@@ -87,16 +88,16 @@ def start(
         venv_cache=venv_cache,
         drain_grace_s=drain_grace,
     )
-    _start_as_service(flow, name)
-    Agent(settings, options).run()
+    _check_start(flow, name)
+    with serving_as(f"agent {name}") as service:
+        flow.database.act_as(service)
+        Agent(settings, options).run()
 
 
-def _start_as_service(flow: CliContext, name: str) -> None:
-    """Check START_AGENT as whoever started the agent; from then on act as a service."""
-    from pyfi.auth.actor import act_as_service
+def _check_start(flow: CliContext, name: str) -> None:
+    """Check START_AGENT as whoever started the agent (the process then serves)."""
     from pyfi.auth.guard import Target, require
     from pyfi.db.enums import Right
 
     with flow.transaction() as session:
         require(session, Right.START_AGENT, "start agents", Target("agent", name))
-    flow.database.act_as(act_as_service(f"agent {name}"))

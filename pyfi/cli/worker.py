@@ -149,6 +149,32 @@ def _start(
     concurrency: int | None,
     **options: Any,
 ) -> None:
+    """Check the start, then run the worker as a service until it stops."""
+    from pyfi.auth.actor import serving_as
+
+    if spec_file is None and processor_name is None:
+        raise click.UsageError(
+            "name the processor to serve with --processor (or hand over its spec with --spec)"
+        )
+    # A worker is a service: it never acts as (or stops on the expiry of) a person's login.
+    flow.without_login()
+    configure_logging(flow)
+    if spec_file is None:  # with --spec an agent hands its workers their spec: it was checked
+        _check_start(flow, processor_name or "")
+    with serving_as(f"worker {spec_file.stem if spec_file else processor_name}") as service:
+        flow.database.act_as(service)
+        _run(flow, signals, processor_name, spec_file, concurrency=concurrency, **options)
+
+
+def _run(
+    flow: CliContext,
+    signals: LifecycleSignals,
+    processor_name: str | None,
+    spec_file: Path | None,
+    *,
+    concurrency: int | None,
+    **options: Any,
+) -> None:
     """Build the worker, hand the signals over to it, and run it until it stops."""
     from pyfi.errors import InvalidValue
     from pyfi.wiring import spec_from_json
@@ -159,20 +185,6 @@ def _start(
     )
     from pyfi.worker.worker import WorkerOptions
 
-    if spec_file is None and processor_name is None:
-        raise click.UsageError(
-            "name the processor to serve with --processor (or hand over its spec with --spec)"
-        )
-
-    # A worker is a service: it never acts as (or stops on the expiry of) a person's login.
-    flow.without_login()
-    configure_logging(flow)
-    if spec_file is None:
-        _start_as_service(flow, processor_name or "")
-    else:  # an agent hands its workers a spec: the agent's start was checked
-        from pyfi.auth.actor import act_as_service
-
-        act_as_service(f"worker {spec_file.stem}")
     worker_options = WorkerOptions(
         concurrency=concurrency or 0,
         install_signals=False,  # installed already: handed over below
@@ -199,18 +211,16 @@ def _start(
     worker.run()
 
 
-def _start_as_service(flow: CliContext, name: str) -> None:
-    """Check START_AGENT as whoever started the worker; from then on act as a service.
+def _check_start(flow: CliContext, name: str) -> None:
+    """Check START_AGENT as whoever started the worker (the process then serves).
 
     A worker is what an agent runs; starting one by hand needs the same right.
     """
-    from pyfi.auth.actor import act_as_service
     from pyfi.auth.guard import Target, require
     from pyfi.db.enums import Right
 
     with flow.transaction() as session:
         require(session, Right.START_AGENT, "start workers", Target("processor", name))
-    flow.database.act_as(act_as_service(f"worker {name}"))
 
 
 def _say_when_consuming(worker: Worker) -> None:

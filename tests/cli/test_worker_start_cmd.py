@@ -54,3 +54,12 @@ def test_worker_start_without_a_checkout_needs_the_package_allowed(first_flow: F
     assert "--path" in error
     assert "--allow-installed pyfi" not in error  # pyfi's own modules are never allowed
     assert "belongs to the pyfi package" in error
+
+
+def test_a_worker_that_ends_leaves_its_process_acting_as_before(first_flow: Flow) -> None:
+    from pyfi.auth.actor import process_actor
+
+    # Given a worker start that gets past its checks and then fails to build
+    first_flow.fails("worker", "start", "-p", "proc1")
+    # Then this process no longer acts as that worker's service
+    assert process_actor() is None
